@@ -1,0 +1,243 @@
+"""Model hyperparameters for the Llama-3.x, Qwen3 and Qwen3-MoE families, parsed from HF `config.json`.
+
+`ModelConfig` is frozen and hashable: it is passed to jitted functions as a static argument, so everything
+in it is a Python scalar, string or tuple. Both config styles that hub checkpoints carry are accepted:
+transformers 4.x (`rope_theta`, `rope_scaling`, `num_experts`) and 5.x (`rope_parameters`, `num_local_experts`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "qwen3_moe")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+class ConfigError(ValueError):
+  """A checkpoint's config.json (or GGUF metadata) describes something we cannot load."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """RoPE frequency scaling, as in HF `rope_parameters` / `rope_scaling` (minus `rope_theta`)."""
+
+  rope_type: str = "default"
+  factor: float = 1.0
+  # llama3
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position_embeddings: int | None = None
+  # yarn
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  attention_factor: float | None = None
+  mscale: float | None = None
+  mscale_all_dim: float | None = None
+  truncate: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of one decoder-only model; the same object drives init, forward, import and export."""
+
+  model_type: str
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  intermediate_size: int
+  rms_norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  rope_scaling: RopeScaling = RopeScaling()
+  max_position_embeddings: int = 32768
+  tie_word_embeddings: bool = False
+  qk_norm: bool = False
+  attention_bias: bool = False
+  # Mixture of experts (qwen3_moe); num_experts == 0 means a dense model.
+  num_experts: int = 0
+  num_experts_per_tok: int = 0
+  moe_intermediate_size: int = 0
+  norm_topk_prob: bool = False
+  decoder_sparse_step: int = 1
+  mlp_only_layers: tuple[int, ...] = ()
+  router_aux_loss_coef: float = 0.0
+  # Special tokens as the checkpoint declares them (eos may be several ids).
+  bos_token_id: int | None = None
+  eos_token_ids: tuple[int, ...] = ()
+  pad_token_id: int | None = None
+  # Numerics: params are stored in param_dtype, matmuls run in compute_dtype; norms, softmax and
+  # logits are always float32.
+  param_dtype: str = "bfloat16"
+  compute_dtype: str = "bfloat16"
+
+  def __post_init__(self):
+    if self.model_type not in SUPPORTED_MODEL_TYPES:
+      raise ConfigError(f"unknown model_type {self.model_type!r}; expected one of {SUPPORTED_MODEL_TYPES}")
+    if self.num_heads % self.num_kv_heads:
+      raise ConfigError(
+          f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})")
+    if self.rope_scaling.rope_type not in SUPPORTED_ROPE_TYPES:
+      raise ConfigError(
+          f"unsupported rope type {self.rope_scaling.rope_type!r}; expected one of {SUPPORTED_ROPE_TYPES}")
+    if self.num_experts and not 0 < self.num_experts_per_tok <= self.num_experts:
+      raise ConfigError(f"num_experts_per_tok={self.num_experts_per_tok} must be in [1, {self.num_experts}]")
+
+  @property
+  def is_moe(self) -> bool:
+    return self.num_experts > 0
+
+  def is_moe_layer(self, layer: int) -> bool:
+    """Qwen3-MoE's rule: sparse unless listed in mlp_only_layers, every decoder_sparse_step-th layer."""
+    return (self.is_moe and layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0)
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
+
+  @property
+  def cdtype(self) -> jnp.dtype:
+    return jnp.dtype(self.compute_dtype)
+
+  def replace(self, **kwargs) -> "ModelConfig":
+    return dataclasses.replace(self, **kwargs)
+
+  # -- HF config.json -------------------------------------------------------------------------------
+
+  @classmethod
+  def from_hf_dict(cls, hf: Mapping[str, Any], *, source: str = "config.json", **overrides) -> "ModelConfig":
+    """Parses a transformers 4.x or 5.x config dict. `overrides` set dtypes and the like."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+      raise ConfigError(f"{source}: unknown model_type {model_type!r}; expected one of {SUPPORTED_MODEL_TYPES}")
+
+    def need(key: str, *alternatives: str):
+      for k in (key, *alternatives):
+        if hf.get(k) is not None:
+          return hf[k]
+      raise ConfigError(f"{source}: missing required field {key!r} for model_type {model_type!r}")
+
+    hidden = int(need("hidden_size"))
+    heads = int(need("num_attention_heads"))
+    kv_heads = int(hf.get("num_key_value_heads") or heads)
+    head_dim = int(hf.get("head_dim") or hidden // heads)
+    if hf.get("hidden_act", "silu") != "silu":
+      raise ConfigError(f"{source}: hidden_act {hf.get('hidden_act')!r} is not supported; expected 'silu'")
+    if hf.get("mlp_bias"):
+      raise ConfigError(f"{source}: mlp_bias=true is not supported for {model_type!r}")
+    if model_type != "llama" and hf.get("use_sliding_window"):
+      raise ConfigError(f"{source}: use_sliding_window=true is not supported")
+
+    # 5.x puts theta inside rope_parameters; 4.x has rope_theta at the top and rope_scaling beside it.
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    rope_theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
+    rope_type = rope.pop("rope_type", None) or rope.pop("type", None) or "default"
+    known = {f.name for f in dataclasses.fields(RopeScaling)}
+    unknown = sorted(set(rope) - known)
+    if unknown:
+      raise ConfigError(f"{source}: unknown rope parameters {unknown} for rope_type {rope_type!r}")
+    rope_scaling = RopeScaling(rope_type=rope_type, **{k: v for k, v in rope.items() if v is not None})
+
+    eos = hf.get("eos_token_id")
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
+    num_experts = int(hf.get("num_experts") or hf.get("num_local_experts") or 0) if model_type == "qwen3_moe" else 0
+    fields = dict(
+        model_type=model_type,
+        vocab_size=int(need("vocab_size")),
+        hidden_size=hidden,
+        num_layers=int(need("num_hidden_layers")),
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=int(hf.get("intermediate_size") or 0),
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta,
+        rope_scaling=rope_scaling,
+        max_position_embeddings=int(hf.get("max_position_embeddings") or 32768),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qk_norm=model_type in ("qwen3", "qwen3_moe"),
+        attention_bias=bool(hf.get("attention_bias", False)),
+        num_experts=num_experts,
+        num_experts_per_tok=int(hf.get("num_experts_per_tok") or 0) if num_experts else 0,
+        moe_intermediate_size=int(hf.get("moe_intermediate_size") or 0) if num_experts else 0,
+        norm_topk_prob=bool(hf.get("norm_topk_prob", False)),
+        decoder_sparse_step=int(hf.get("decoder_sparse_step") or 1),
+        mlp_only_layers=tuple(int(i) for i in hf.get("mlp_only_layers") or ()),
+        router_aux_loss_coef=float(hf.get("router_aux_loss_coef") or 0.0),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_ids=tuple(int(i) for i in eos_ids),
+        pad_token_id=hf.get("pad_token_id"),
+    )
+    if num_experts and not fields["moe_intermediate_size"]:
+      raise ConfigError(f"{source}: qwen3_moe needs moe_intermediate_size")
+    fields.update(overrides)
+    return cls(**fields)
+
+  @classmethod
+  def from_hf_dir(cls, path: str, **overrides) -> "ModelConfig":
+    config_path = os.path.join(path, "config.json")
+    if not os.path.exists(config_path):
+      raise ConfigError(f"{config_path}: not found; an HF checkpoint directory needs a config.json")
+    try:
+      with open(config_path) as f:
+        hf = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{config_path}: not valid JSON ({e})") from e
+    return cls.from_hf_dict(hf, source=config_path, **overrides)
+
+  def to_hf_dict(self) -> dict[str, Any]:
+    """A config.json that transformers (4.x and 5.x) loads as the same architecture."""
+    arch = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+    rope = {"rope_type": self.rope_scaling.rope_type}
+    if self.rope_scaling.rope_type != "default":
+      defaults = RopeScaling()
+      for f in dataclasses.fields(RopeScaling):
+        value = getattr(self.rope_scaling, f.name)
+        if f.name != "rope_type" and value is not None and (value != getattr(defaults, f.name) or f.name == "factor"):
+          rope[f.name] = value
+    out: dict[str, Any] = {
+        "architectures": [arch[self.model_type]],
+        "model_type": self.model_type,
+        "vocab_size": self.vocab_size,
+        "hidden_size": self.hidden_size,
+        "intermediate_size": self.intermediate_size,
+        "num_hidden_layers": self.num_layers,
+        "num_attention_heads": self.num_heads,
+        "num_key_value_heads": self.num_kv_heads,
+        "head_dim": self.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": self.rms_norm_eps,
+        "max_position_embeddings": self.max_position_embeddings,
+        "tie_word_embeddings": self.tie_word_embeddings,
+        "attention_bias": self.attention_bias,
+        # Both spellings, so that 4.x and 5.x readers agree.
+        "rope_theta": self.rope_theta,
+        "rope_scaling": None if rope["rope_type"] == "default" else dict(rope),
+        "rope_parameters": {**rope, "rope_theta": self.rope_theta},
+        "bos_token_id": self.bos_token_id,
+        "eos_token_id": (list(self.eos_token_ids) if len(self.eos_token_ids) > 1 else
+                         (self.eos_token_ids[0] if self.eos_token_ids else None)),
+        "pad_token_id": self.pad_token_id,
+        "torch_dtype": self.param_dtype,
+        "dtype": self.param_dtype,
+    }
+    if self.model_type == "llama":
+      out["mlp_bias"] = False
+    if self.is_moe:
+      out.update(
+          num_experts=self.num_experts,
+          num_local_experts=self.num_experts,
+          num_experts_per_tok=self.num_experts_per_tok,
+          moe_intermediate_size=self.moe_intermediate_size,
+          norm_topk_prob=self.norm_topk_prob,
+          decoder_sparse_step=self.decoder_sparse_step,
+          mlp_only_layers=list(self.mlp_only_layers),
+          router_aux_loss_coef=self.router_aux_loss_coef,
+      )
+    return out

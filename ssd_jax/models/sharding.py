@@ -1,0 +1,117 @@
+"""One device mesh and one set of logical-axis rules for params, KV cache and activations.
+
+Every array in ssd_jax is described by *logical* axis names ("embed", "q_heads", "experts", "batch", ...).
+`ShardingRules` maps each logical name to zero or more physical mesh axes; the same rules give the
+params' shardings at init, the placement of each tensor during checkpoint import and orbax restore, the
+KV-cache sharding, and the activation constraints inside the forward pass.
+
+A dimension whose size does not divide by the product of its mesh axes is replicated instead of
+failing (e.g. 3 KV heads on a tensor axis of 4), so one rule set serves every model size.
+
+The mesh uses Auto axis types: jax 0.10's `jax.make_mesh` defaults to Explicit axes, which reject
+`with_sharding_constraint` on unlisted axes; we want the compiler to propagate everything we don't pin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+
+Logical = tuple[str | None, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingRules:
+  """Logical axis name -> mesh axes. Each field names one logical axis."""
+
+  # Activations and KV cache.
+  batch: tuple[str, ...] = ("data", "fsdp", "expert")
+  sequence: tuple[str, ...] = ()
+  act_embed: tuple[str, ...] = ()
+  act_heads: tuple[str, ...] = ("tensor",)
+  act_kv_heads: tuple[str, ...] = ("tensor",)
+  act_mlp: tuple[str, ...] = ("tensor",)
+  act_vocab: tuple[str, ...] = ("tensor",)
+  # Params.
+  vocab: tuple[str, ...] = ("tensor",)
+  embed: tuple[str, ...] = ("fsdp",)
+  q_heads: tuple[str, ...] = ("tensor",)
+  kv_heads: tuple[str, ...] = ("tensor",)
+  head_dim: tuple[str, ...] = ()
+  mlp: tuple[str, ...] = ("tensor",)
+  experts: tuple[str, ...] = ("expert",)
+  moe_mlp: tuple[str, ...] = ("tensor",)
+  norm: tuple[str, ...] = ()
+
+  def mesh_axes(self, logical: str | None) -> tuple[str, ...]:
+    if logical is None:
+      return ()
+    try:
+      return getattr(self, logical)
+    except AttributeError:
+      raise KeyError(f"no sharding rule for logical axis {logical!r}") from None
+
+  def spec(self, logical: Logical, shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> P:
+    """PartitionSpec for an array with these logical axes; replicates dims that don't divide."""
+    used: set[str] = set()
+    out = []
+    for i, name in enumerate(logical):
+      axes = tuple(a for a in self.mesh_axes(name) if a not in used)
+      if mesh is not None:
+        axes = tuple(a for a in axes if a in mesh.shape and mesh.shape[a] > 1)
+        if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+          # Drop axes from the right until the dimension divides.
+          while axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+            axes = axes[:-1]
+      used.update(axes)
+      out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return P(*out)
+
+  def sharding(self, mesh: Mesh, logical: Logical, shape: Sequence[int]) -> NamedSharding:
+    return NamedSharding(mesh, self.spec(logical, shape, mesh))
+
+
+def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over all (or the given) devices with axes (data, fsdp, expert, tensor).
+
+  `shape` gives sizes for some axes; one axis may be -1 and takes the remaining devices. Unnamed axes
+  are 1, except that with no -1 anywhere "fsdp" absorbs what is left.
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  shape = dict(shape or {})
+  unknown = set(shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
+  sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
+  free = [a for a, s in sizes.items() if s == -1]
+  if len(free) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {free}")
+  known = math.prod(s for s in sizes.values() if s != -1)
+  if not free and known != len(devices) and "fsdp" not in shape:
+    free = ["fsdp"]
+    sizes["fsdp"] = -1
+    known = math.prod(s for s in sizes.values() if s != -1)
+  if free:
+    if len(devices) % known:
+      raise ValueError(f"mesh {shape} does not divide {len(devices)} devices")
+    sizes[free[0]] = len(devices) // known
+  if math.prod(sizes.values()) != len(devices):
+    raise ValueError(f"mesh {sizes} has {math.prod(sizes.values())} devices, but {len(devices)} are given")
+  dims = tuple(sizes[a] for a in MESH_AXES)
+  if len(devices) == len(jax.devices()) and devices == list(jax.devices()):
+    return jax.make_mesh(dims, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+  return Mesh(np.asarray(devices).reshape(dims), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def constrain(x: jax.Array, rules: ShardingRules | None, mesh: Mesh | None, logical: Logical) -> jax.Array:
+  """with_sharding_constraint by logical axes; a no-op without a mesh (single-device code paths)."""
+  if mesh is None or rules is None or mesh.size == 1:
+    return x
+  return jax.lax.with_sharding_constraint(x, rules.sharding(mesh, logical, x.shape))
