@@ -1,0 +1,56 @@
+"""Tiny random HF checkpoints written by transformers itself, for parity and import tests."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import transformers
+
+COMMON = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-6,
+              bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+FAMILIES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(
+        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, dict(
+        moe_intermediate_size=16, num_local_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+        num_hidden_layers=3, mlp_only_layers=[1], rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+}
+
+
+def make_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+  config_cls, model_cls, extra = FAMILIES[family]
+  torch.manual_seed(seed)
+  model = model_cls(config_cls(**{**COMMON, **extra, **overrides}))
+  with torch.no_grad():  # larger than the default init so that errors are visible in the logits
+    for p in model.parameters():
+      p.normal_(0.0, 0.15)
+  return model.eval()
+
+
+def to_v4_config(path: str) -> None:
+  """Rewrites config.json the way transformers 4.x wrote it (rope_theta/rope_scaling, num_experts)."""
+  cfg_path = os.path.join(path, "config.json")
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  rope = cfg.pop("rope_parameters")
+  cfg["rope_theta"] = rope.pop("rope_theta")
+  cfg["rope_scaling"] = None if rope.get("rope_type") == "default" else rope
+  if "num_local_experts" in cfg:
+    cfg["num_experts"] = cfg.pop("num_local_experts")
+  cfg["transformers_version"] = "4.51.0"
+  with open(cfg_path, "w") as f:
+    json.dump(cfg, f, indent=2)
+
+
+def save(model: torch.nn.Module, path: str, *, sharded: bool = False, v4: bool = False) -> str:
+  model.save_pretrained(path, max_shard_size="16KB" if sharded else "2GB")
+  if v4:
+    to_v4_config(path)
+  return path
