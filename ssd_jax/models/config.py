@@ -108,6 +108,23 @@ class ModelConfig:
   def replace(self, **kwargs) -> "ModelConfig":
     return dataclasses.replace(self, **kwargs)
 
+  # -- our own serialization (orbax checkpoints, workdirs) ----------------------------------------------
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+    d = dict(d)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ConfigError(f"unknown ModelConfig fields {unknown}")
+    d["rope_scaling"] = RopeScaling(**d.get("rope_scaling", {}))
+    for key in ("eos_token_ids", "mlp_only_layers"):
+      d[key] = tuple(d.get(key, ()))
+    return cls(**d)
+
   # -- HF config.json -------------------------------------------------------------------------------
 
   @classmethod
@@ -194,13 +211,15 @@ class ModelConfig:
   def to_hf_dict(self) -> dict[str, Any]:
     """A config.json that transformers (4.x and 5.x) loads as the same architecture."""
     arch = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+    rope_fields = {
+        "default": (),
+        "linear": ("factor",),
+        "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+        "yarn": ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "attention_factor",
+                 "mscale", "mscale_all_dim", "truncate"),
+    }[self.rope_scaling.rope_type]
     rope = {"rope_type": self.rope_scaling.rope_type}
-    if self.rope_scaling.rope_type != "default":
-      defaults = RopeScaling()
-      for f in dataclasses.fields(RopeScaling):
-        value = getattr(self.rope_scaling, f.name)
-        if f.name != "rope_type" and value is not None and (value != getattr(defaults, f.name) or f.name == "factor"):
-          rope[f.name] = value
+    rope.update({k: getattr(self.rope_scaling, k) for k in rope_fields if getattr(self.rope_scaling, k) is not None})
     out: dict[str, Any] = {
         "architectures": [arch[self.model_type]],
         "model_type": self.model_type,
