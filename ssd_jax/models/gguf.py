@@ -112,6 +112,9 @@ def _llama3_from_rope_freqs(factors: np.ndarray, cfg: ModelConfig, path: str,
   which is also what the converter assumes when the config lacks them) with factor = the largest divisor, and
   accept them only if they reproduce the tensor.
   """
+  dim = cfg.head_dim
+  if factors.shape != (dim // 2,):
+    raise GGUFError(f"{path}: tensor rope_freqs.weight: expected shape ({dim // 2},), found {factors.shape}")
   if cfg.rope_scaling.rope_type != "default" and not overridden:
     raise ConfigError(f"{path}: has both rope_freqs.weight and {cfg.model_type}.rope.scaling.type="
                       f"{cfg.rope_scaling.rope_type!r}; only one form of RoPE scaling is expected")
@@ -122,9 +125,6 @@ def _llama3_from_rope_freqs(factors: np.ndarray, cfg: ModelConfig, path: str,
       scaling = RopeScaling(rope_type="llama3", factor=_f32(float(factors.max())), low_freq_factor=1.0,
                             high_freq_factor=4.0, original_max_position_embeddings=8192)
     cfg = cfg.replace(rope_scaling=scaling)
-  dim = cfg.head_dim
-  if factors.shape != (dim // 2,):
-    raise GGUFError(f"{path}: tensor rope_freqs.weight: expected shape ({dim // 2},), found {factors.shape}")
   base = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
   ours, _ = layers.rope_frequencies(cfg)
   if not np.allclose(ours, base / factors, rtol=1e-4, atol=0):

@@ -1,0 +1,1 @@
+"""Decoding: the jitted decode loop over the model's KV cache."""
