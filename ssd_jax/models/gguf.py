@@ -50,7 +50,7 @@ class GGUFError(ConfigError):
 # -- metadata --------------------------------------------------------------------------------------
 
 
-def _open(path: str | os.PathLike) -> GGUFReader:
+def open_gguf(path: str | os.PathLike) -> GGUFReader:
   """Opens (memory-maps) a GGUF file, turning the reader's terse failures into errors that name the file."""
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -215,7 +215,7 @@ def config_from_gguf(path: str | os.PathLike, **overrides) -> ModelConfig:
     ConfigError: the architecture or one of its features is unsupported, or required metadata is missing.
   """
   path = os.fspath(path)
-  return _config_from_reader(_open(path), path, overrides)
+  return _config_from_reader(open_gguf(path), path, overrides)
 
 
 # -- tensors ---------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def _place(x: np.ndarray, sharding: Sharding | None) -> jax.Array:
 
 
 def load_gguf(path: str | os.PathLike, *, param_dtype: str = "float32", compute_dtype: str = "float32",
-              mesh: Mesh | None = None, rules: ShardingRules | None = None,
+              mesh: Mesh | None = None, rules: ShardingRules | None = None, reader: GGUFReader | None = None,
               **overrides) -> tuple[ModelConfig, Params]:
   """Loads a GGUF checkpoint as (config, params), each leaf placed directly on its sharding.
 
@@ -335,6 +335,7 @@ def load_gguf(path: str | os.PathLike, *, param_dtype: str = "float32", compute_
     compute_dtype: dtype of the matmuls (ModelConfig.compute_dtype).
     mesh: place each leaf with `param_shardings(cfg, mesh, rules)`; None puts them on the default device.
     rules: sharding rules for `mesh` (default `ShardingRules()`).
+    reader: an already-open `GGUFReader` of `path` (parsing the metadata takes seconds on a large vocabulary).
     **overrides: further ModelConfig fields, as for `config_from_gguf`.
 
   Raises:
@@ -342,7 +343,7 @@ def load_gguf(path: str | os.PathLike, *, param_dtype: str = "float32", compute_
     GGUFError: a tensor is missing, unexpected or has the wrong shape; the message names it.
   """
   path = os.fspath(path)
-  reader = _open(path)
+  reader = reader or open_gguf(path)
   cfg = _config_from_reader(reader, path, {**overrides, "param_dtype": param_dtype, "compute_dtype": compute_dtype})
   tensors = _tensors(reader)
   plans, treedef = jax.tree.flatten(_tensor_plan(cfg), is_leaf=lambda x: isinstance(x, _Plan))

@@ -45,12 +45,15 @@ def load_model(path: str, *, tokenizer_path: str | None = None, mesh: Mesh | Non
   kind = checkpoint_kind(path)
   rules = rules or (ShardingRules() if mesh is not None else None)
   dtypes = dict(param_dtype=param_dtype, compute_dtype=compute_dtype or param_dtype)
-  tokenizer = load_tokenizer(tokenizer_path or path)
   if kind == "gguf":
-    cfg, params = gguf.load_gguf(path, mesh=mesh, rules=rules, **dtypes)
-  elif kind == "hf":
-    cfg, params = hf.load_hf(path, mesh=mesh, rules=rules, **dtypes)
+    reader = gguf.open_gguf(path)  # parsed once for both the weights and the embedded tokenizer
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else Tokenizer.from_gguf(path, reader=reader)
+    cfg, params = gguf.load_gguf(path, mesh=mesh, rules=rules, reader=reader, **dtypes)
   else:
+    tokenizer = load_tokenizer(tokenizer_path or path)
+  if kind == "hf":
+    cfg, params = hf.load_hf(path, mesh=mesh, rules=rules, **dtypes)
+  elif kind == "orbax":
     cfg, params = checkpoint.restore_params(path, mesh=mesh, rules=rules, **dtypes)
   tokenizer.check_fits(cfg.vocab_size, path)
   return LoadedModel(cfg, params, tokenizer, path)

@@ -12,7 +12,6 @@ writes right after an assistant message, when that token is a special token.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import io
 import json
@@ -22,28 +21,19 @@ import pathlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-import jinja2
-import jinja2.ext
-import jinja2.nodes
-import jinja2.sandbox
 import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-_log = logging.getLogger(__name__)
+from ssd_jax.models.chat_template import CHATML_SYMBOLS, CHATML_TEMPLATE, render_chat_template, template_literals
 
-CHATML_SYMBOLS = ("<|im_start|>", "<|im_end|>")
-# ChatML without a default system prompt; with `train_sentencepiece`'s default symbols both markers are single tokens.
-CHATML_TEMPLATE = (
-  "{% for message in messages %}"
-  "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-  "{% endfor %}"
-  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+__all__ = ["CHATML_SYMBOLS", "CHATML_TEMPLATE", "Tokenizer", "TokenizerError", "load_tokenizer", "render_chat_template",
+           "train_sentencepiece"]
+
+_log = logging.getLogger(__name__)
 
 # The named special tokens transformers passes to chat templates (`special_tokens_map`), in its order.
 _NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 _SOURCES_EXPECTED = "a HF tokenizer directory (with tokenizer.json), a .gguf file or a SentencePiece .model file"
 
 # GGUF `tokenizer.ggml.pre` values whose merges were learned with a split regex other than GPT-2's. Everything else
@@ -64,81 +54,6 @@ _SP_USER_DEFINED = 4  # sentencepiece ModelProto.SentencePiece.Type.USER_DEFINED
 
 class TokenizerError(ValueError):
   """A tokenizer file is missing, unreadable, or describes something we cannot load."""
-
-
-class _GenerationTag(jinja2.ext.Extension):
-  """`{% generation %}...{% endgeneration %}`: transformers tracks assistant spans with it; we only render the body.
-
-  Templates that use it (for assistant-token masks) fail to parse without an extension that knows the tag.
-  """
-
-  tags = {"generation"}
-
-  def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.CallBlock:
-    lineno = next(parser.stream).lineno
-    body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-    return jinja2.nodes.CallBlock(self.call_method("_render_body"), [], [], body).set_lineno(lineno)
-
-  def _render_body(self, caller: Any) -> str:
-    return caller()
-
-
-def _raise_exception(message: str) -> None:
-  raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
-  # Jinja's built-in tojson HTML-escapes `<>&'`, which would corrupt tool schemas and code in prompts.
-  return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-  return datetime.datetime.now().strftime(fmt)
-
-
-@functools.lru_cache(maxsize=32)
-def _compile_template(template: str) -> jinja2.Template:
-  """Compiles in a sandbox: chat templates ship with checkpoints and are untrusted code."""
-  env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-    trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols])
-  env.filters["tojson"] = _tojson
-  env.globals["raise_exception"] = _raise_exception
-  env.globals["strftime_now"] = _strftime_now
-  return env.from_string(template)
-
-
-def _template_literals(template: str) -> str:
-  """The template's literal text and string constants, NUL-joined so a search cannot match across two of them."""
-  ast = _compile_template(template).environment.parse(template)
-  literals = {node.data for node in ast.find_all(jinja2.nodes.TemplateData)}
-  literals |= {node.value for node in ast.find_all(jinja2.nodes.Const) if isinstance(node.value, str)}
-  return "\0".join(sorted(literals))
-
-
-def _normalize_message(message: Mapping[str, Any]) -> dict[str, Any]:
-  """Drops None-valued keys and aliases reasoning fields, as transformers does before rendering."""
-  if not isinstance(message, Mapping):
-    raise TypeError(f"chat messages must be dicts, got {message!r}")
-  out = {key: value for key, value in message.items() if value is not None}
-  reasoning = next((out[key] for key in _REASONING_FIELDS if key in out), None)
-  if reasoning is not None:
-    out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
-  return out
-
-
-def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False,
-                         tools: Sequence[Mapping[str, Any]] | None = None,
-                         documents: Sequence[Mapping[str, Any]] | None = None, **variables: Any) -> str:
-  """Renders one conversation with `template`; `variables` are the special tokens plus any template kwargs."""
-  if not messages:
-    raise ValueError("cannot apply a chat template to an empty conversation")
-  for name, items in (("tools", tools), ("documents", documents)):
-    if items is not None and not all(isinstance(item, Mapping) for item in items):
-      raise TypeError(f"{name} must be a list of dicts (JSON schemas for tools)")
-  return _compile_template(template).render(
-    messages=[_normalize_message(m) for m in messages], tools=tools, documents=documents,
-    add_generation_prompt=add_generation_prompt, **variables)
 
 
 def _end_of_turn_id(template: str, variables: Mapping[str, str], special: Mapping[str, int]) -> int | None:
@@ -389,7 +304,7 @@ class Tokenizer:
       raise TokenizerError(f"{source}: SentencePiece model has no eos piece (eos_id=-1); generation needs one")
     special = {i for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)}
     if chat_template is not None:
-      literals = _template_literals(chat_template)
+      literals = template_literals(chat_template)
       special |= {i for i in _sp_user_defined_ids(proto) if (p := sp.id_to_piece(i)).strip() and p in literals}
     named = {"bos_token": sp.bos_id(), "eos_token": sp.eos_id(), "unk_token": sp.unk_id(), "pad_token": sp.pad_id()}
     named = {name: i for name, i in named.items() if i >= 0}

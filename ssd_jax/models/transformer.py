@@ -401,7 +401,7 @@ def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelCon
   valid = cache.valid.at[rows, slot].set(True)
   t = jnp.arange(cache.max_len, dtype=jnp.int32)
   mask = (valid & (t[None, :] <= slot[:, None]))[:, None, :]
-  x = jnp.take(params.embed, tokens[:, None], axis=0).astype(jnp.float32)
+  x = _embed(params, tokens[:, None], sh)
   token_mask = jnp.ones((b, 1), jnp.float32)
   ks, vs = [], []
   for i, layer in enumerate(params.layers):

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs ssd_jax on this machine, all local devices on one mesh. Arguments pass through to ssd_jax.main:
+#   launch/local.sh --config=configs/smollm2_humaneval.py --config.demo.task_id=HumanEval/3
+# CPU_DEVICES=8 splits the host CPU into 8 fake devices (to try a mesh layout without accelerators).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+if [ -n "${CPU_DEVICES:-}" ]; then
+  export JAX_PLATFORMS=cpu XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${CPU_DEVICES}"
+fi
+exec "$PYTHON" -m ssd_jax.main "$@"
