@@ -354,8 +354,10 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None, sharding:
                    valid=jnp.zeros((batch, max_len), bool), length=jnp.zeros((batch,), jnp.int32),
                    next_pos=jnp.zeros((batch,), jnp.int32))
 
+  # Built under jit even without a mesh: each layer gets its own buffer (a Python-level `(zeros,) * L` would
+  # alias them, and the engine donates the cache).
   if sharding.mesh is None:
-    return make()
+    return jax.jit(make)()
   return jax.jit(make, out_shardings=cache_shardings(cfg, batch, max_len, sharding.mesh, sharding.rules))()
 
 

@@ -18,6 +18,7 @@ thousands), so the engine is built for throughput:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable, Sequence
@@ -125,6 +126,68 @@ def _draw(logits: jax.Array, state: SlotState, seed: jax.Array, ecfg: "EngineCon
   return token, logprob
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "slot_len", "sharding"))
+def _prefill(params, prompts, valid, *, cfg: ModelConfig, slot_len: int, sharding: transformer.Sharding):
+  cache = transformer.init_cache(cfg, prompts.shape[0], slot_len, sharding=sharding)
+  return transformer.prefill(params, prompts, valid, cache, cfg, sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("ecfg", "sharding"), donate_argnames=("state",))
+def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, seq_id, max_new,
+            params: SamplingParams, seed, stop_ids, *, ecfg: EngineConfig, sharding: transformer.Sharding):
+  """Copies prefilled rows `src` into `slots` (out-of-range slots are padding and dropped) and samples
+  each new sequence's first token from its prompt's logits."""
+  p_len = pcache.max_len
+
+  def put(big, small):  # big [B, K, T, Dh], small [Bp, K, P, Dh]
+    return big.at[slots, :, :p_len].set(small[src], mode="drop")
+
+  valid = jnp.zeros((slots.shape[0], state.cache.max_len), bool).at[:, :p_len].set(pcache.valid[src])
+  cache = transformer.KVCache(
+      k=tuple(put(b_, s_) for b_, s_ in zip(state.cache.k, pcache.k)),
+      v=tuple(put(b_, s_) for b_, s_ in zip(state.cache.v, pcache.v)),
+      valid=state.cache.valid.at[slots].set(valid, mode="drop"),
+      length=state.cache.length.at[slots].set(pcache.length[src], mode="drop"),
+      next_pos=state.cache.next_pos.at[slots].set(pcache.next_pos[src], mode="drop"))
+  new = SlotState(cache=cache, last_token=jnp.zeros_like(seq_id), num_generated=jnp.zeros_like(seq_id),
+                  max_new=max_new, done=jnp.zeros(seq_id.shape, bool), seq_id=seq_id, params=params,
+                  out_tokens=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.int32),
+                  out_logprobs=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.float32))
+  token, logprob = _draw(logits[src], new, seed, ecfg, sharding)
+  new = _record(new, jnp.ones(seq_id.shape, bool), token, logprob, stop_ids)
+
+  def scatter(big, small):
+    return big.at[slots].set(small, mode="drop")
+
+  merged = jax.tree.map(scatter, state.replace(cache=None), new.replace(cache=None))
+  return merged.replace(cache=cache)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding"), donate_argnames=("state",))
+def _chunk(params, state: SlotState, seed, steps, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
+           sharding: transformer.Sharding):
+  """Up to `steps` decode steps; stops early once every slot is done."""
+
+  def cond(carry):
+    i, s = carry
+    return (i < steps) & ~jnp.all(s.done)
+
+  def body(carry):
+    i, s = carry
+    active = ~s.done
+    logits, cache = transformer.decode_step(params, s.last_token, s.cache, cfg, sharding)
+    # Finished rows keep their cache bookkeeping, so they never run past the end of their slot.
+    cache = cache.replace(length=jnp.where(active, cache.length, s.cache.length),
+                          next_pos=jnp.where(active, cache.next_pos, s.cache.next_pos),
+                          valid=jnp.where(active[:, None], cache.valid, s.cache.valid))
+    s = s.replace(cache=cache)
+    token, logprob = _draw(logits, s, seed, ecfg, sharding)
+    return i + 1, _record(s, active, token, logprob, stop_ids)
+
+  steps_run, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
+  return state, steps_run
+
+
 class Engine:
   """Generates completions for many requests on one mesh. Not thread-safe; one `generate` at a time."""
 
@@ -138,77 +201,21 @@ class Engine:
     self.stop_ids = jnp.asarray(np.asarray(sorted(set(int(s) for s in stop_ids)) or [-1], np.int32))
     self.decode_text = decode_text
     self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0}
-    self._prefill = jax.jit(self._prefill_impl, static_argnames=("slot_len",))
-    self._insert = jax.jit(self._insert_impl, donate_argnames=("state",))
-    self._chunk = jax.jit(self._chunk_impl, donate_argnames=("state",))
-
-  # -- jitted pieces -------------------------------------------------------------------------------
-
-  def _prefill_impl(self, params, prompts, valid, *, slot_len: int):
-    cache = transformer.init_cache(self.cfg, prompts.shape[0], slot_len, sharding=self.sharding)
-    return transformer.prefill(params, prompts, valid, cache, self.cfg, self.sharding)
-
-  def _insert_impl(self, state: SlotState, logits, pcache: transformer.KVCache, src, slots, seq_id, max_new,
-                   params: SamplingParams, seed):
-    """Copies prefilled rows `src` into `slots` (out-of-range slots are padding and dropped) and samples
-    each new sequence's first token from its prompt's logits."""
-    p_len = pcache.max_len
-
-    def put(big, small):  # big [B, K, T, Dh], small [Bp, K, P, Dh]
-      return big.at[slots, :, :p_len].set(small[src], mode="drop")
-
-    valid = jnp.zeros((slots.shape[0], state.cache.max_len), bool).at[:, :p_len].set(pcache.valid[src])
-    cache = transformer.KVCache(
-        k=tuple(put(b_, s_) for b_, s_ in zip(state.cache.k, pcache.k)),
-        v=tuple(put(b_, s_) for b_, s_ in zip(state.cache.v, pcache.v)),
-        valid=state.cache.valid.at[slots].set(valid, mode="drop"),
-        length=state.cache.length.at[slots].set(pcache.length[src], mode="drop"),
-        next_pos=state.cache.next_pos.at[slots].set(pcache.next_pos[src], mode="drop"))
-    new = SlotState(cache=cache, last_token=jnp.zeros_like(seq_id), num_generated=jnp.zeros_like(seq_id),
-                    max_new=max_new, done=jnp.zeros(seq_id.shape, bool), seq_id=seq_id, params=params,
-                    out_tokens=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.int32),
-                    out_logprobs=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.float32))
-    token, logprob = _draw(logits[src], new, seed, self.ecfg, self.sharding)
-    new = _record(new, jnp.ones(seq_id.shape, bool), token, logprob, self.stop_ids)
-
-    def scatter(big, small):
-      return big.at[slots].set(small, mode="drop")
-
-    merged = jax.tree.map(scatter, state.replace(cache=None), new.replace(cache=None))
-    return merged.replace(cache=cache)
-
-  def _chunk_impl(self, params, state: SlotState, seed, steps):
-    """Up to `steps` decode steps; stops early once every slot is done."""
-
-    def cond(carry):
-      i, s = carry
-      return (i < steps) & ~jnp.all(s.done)
-
-    def body(carry):
-      i, s = carry
-      active = ~s.done
-      logits, cache = transformer.decode_step(params, s.last_token, s.cache, self.cfg, self.sharding)
-      # Finished rows keep their cache bookkeeping, so they never run past the end of their slot.
-      cache = cache.replace(length=jnp.where(active, cache.length, s.cache.length),
-                            next_pos=jnp.where(active, cache.next_pos, s.cache.next_pos),
-                            valid=jnp.where(active[:, None], cache.valid, s.cache.valid))
-      s = s.replace(cache=cache)
-      token, logprob = _draw(logits, s, seed, self.ecfg, self.sharding)
-      return i + 1, _record(s, active, token, logprob, self.stop_ids)
-
-    steps_run, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
-    return state, steps_run
 
   # -- host loop -----------------------------------------------------------------------------------
 
   def _empty_state(self, max_new: int, cache_len: int) -> SlotState:
     b = self.ecfg.batch_size
     cache = transformer.init_cache(self.cfg, b, cache_len, sharding=self.sharding)
-    zeros = jnp.zeros((b,), jnp.int32)
-    return SlotState(cache=cache, last_token=zeros, num_generated=zeros, max_new=zeros,
-                     done=jnp.ones((b,), bool), seq_id=zeros, params=SamplingParams.full(b),
-                     out_tokens=jnp.zeros((b, max_new), jnp.int32),
-                     out_logprobs=jnp.zeros((b, max_new), jnp.float32))
+
+    def make():  # under jit so that every field is its own buffer (the state is donated)
+      zeros = jnp.zeros((b,), jnp.int32)
+      return SlotState(cache=None, last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((b,), bool),
+                       seq_id=zeros, params=SamplingParams.full(b),
+                       out_tokens=jnp.zeros((b, max_new), jnp.int32),
+                       out_logprobs=jnp.zeros((b, max_new), jnp.float32))
+
+    return jax.jit(make)().replace(cache=cache)
 
   def check_fits(self, requests: Sequence[Request]) -> None:
     for i, r in enumerate(requests):
@@ -248,7 +255,8 @@ class Engine:
         state = self._fill(state, [sequences[t] for t in take], take, free[:len(take)], requests, seed_arr)
         for slot, t in zip(free, take):
           slot_seq[slot] = t
-      state, steps_run = self._chunk(self.params, state, seed_arr, jnp.asarray(ecfg.chunk_steps, jnp.int32))
+      state, steps_run = _chunk(self.params, state, seed_arr, jnp.asarray(ecfg.chunk_steps, jnp.int32), self.stop_ids,
+                                cfg=self.cfg, ecfg=ecfg, sharding=self.sharding)
       self.stats["decode_chunks"] += 1
       self.stats["decode_steps"] += int(steps_run)
       done, num = jax.device_get((state.done, state.num_generated))
@@ -288,7 +296,8 @@ class Engine:
       prompts[row, :len(p)] = p
       valid[row, :len(p)] = True
     valid[len(uniq):, 0] = True  # padding rows get one token so their softmax stays well defined
-    logits, pcache = self._prefill(self.params, jnp.asarray(prompts), jnp.asarray(valid), slot_len=p_len)
+    logits, pcache = _prefill(self.params, jnp.asarray(prompts), jnp.asarray(valid), cfg=self.cfg, slot_len=p_len,
+                              sharding=self.sharding)
     self.stats["prefill_calls"] += 1
     self.stats["prefill_rows"] += len(uniq)
     width = ecfg.batch_size  # fixed insert width: one compilation per prefill shape
@@ -304,8 +313,8 @@ class Engine:
       temp[j], top_k[j], top_p[j], min_p[j] = r.temperature, r.top_k, r.top_p, r.min_p
     params = SamplingParams(temperature=jnp.asarray(temp), top_k=jnp.asarray(top_k), top_p=jnp.asarray(top_p),
                             min_p=jnp.asarray(min_p))
-    return self._insert(state, logits, pcache, jnp.asarray(src), jnp.asarray(slot_idx), jnp.asarray(seq_id),
-                        jnp.asarray(max_new), params, seed_arr)
+    return _insert(state, logits, pcache, jnp.asarray(src), jnp.asarray(slot_idx), jnp.asarray(seq_id),
+                   jnp.asarray(max_new), params, seed_arr, self.stop_ids, ecfg=ecfg, sharding=self.sharding)
 
 
 def generate(params, cfg: ModelConfig, requests: Sequence[Request], stop_ids: Sequence[int], *, seed: int = 0,

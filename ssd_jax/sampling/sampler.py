@@ -1,0 +1,420 @@
+"""Per-row temperature / min-p / top-k / top-p sampling: vLLM's operator, exactly, without a full-vocab sort.
+
+The operator (ssd_paper.md §2.1, vLLM v1 order), per row with traced parameters:
+  1. z = logits / T; T < 1e-5 decodes greedily (argmax).
+  2. min-p (off at 0): drop tokens with softmax(z) < min_p * max softmax(z).
+  3. top-k (off at 0 or >= V): drop z strictly below the k-th largest value (ties at the k-th survive).
+  4. top-p (off at >= 1) inside the survivors, on their renormalised distribution: keep token i iff the
+     mass of survivors strictly more likely than i is < top_p (the largest token is always kept).
+  5. Sample from the renormalised kept set.
+
+Every kept set is upward closed in z, so one per-row threshold t describes it: kept = {i : z_i >= t}.
+How t is found:
+  * Window (the common case, e.g. SSD's top_k = 20): the exact top-K_MAX candidates decide everything
+    when the min-p/top-k survivors fit inside them: top-k is the k-th candidate, top-p a K x K "mass
+    strictly above" sum. Cost: about one pass over the logits (a two-stage block top-k, no sort).
+  * Exact sort-free fallback (top_k = 0 or > K_MAX with top_p < 1, no truncation at all, or ties that
+    spill out of the window), behind a `lax.cond` on "any row needs it": a bisection over the float32
+    bit pattern for the k-th largest value (count(z >= t) >= k), one pass for the survivors' full mass,
+    and, only when the nucleus is wider than the window, a bisection for the top-p threshold
+    (mass(z >= t) >= top_p * survivor mass). About 32 reduction passes per bisection; no sort.
+
+Sampling is Gumbel-max with noise G(key_b, i) that is a pure function of the row's key and the token id,
+so the window draw and the full-vocabulary draw return the same token for the same kept set, and a row's
+token depends neither on its batch slot, nor on the other rows, nor on how the vocabulary is sharded.
+
+Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis "tensor") are never gathered: under
+`jax.shard_map` each shard takes its local top-K_MAX (with global ids), the shards all-gather the
+K_MAX x shards candidates and merge them with an exact `lax.top_k`; the fallback psums per-shard counts
+and masses, and all-gathers per-shard argmaxes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from ssd_jax.models.transformer import Sharding
+
+GREEDY_BELOW = 1e-5  # temperatures below this decode greedily (vLLM's _SAMPLING_EPS)
+_SEARCH_STEPS = 32  # bisection steps over the 2^32 float32 keys: exact to the last bit
+_SIGN = 0x80000000
+_NEG_INF = float("-inf")
+
+
+@struct.dataclass
+class SamplingParams:
+  """Per-row sampling parameters, all traced arrays of shape [B] (new values never recompile)."""
+
+  temperature: jax.Array  # float32; < 1e-5 means greedy
+  top_k: jax.Array  # int32; 0 (or >= V) means off
+  top_p: jax.Array  # float32; >= 1 means off
+  min_p: jax.Array  # float32; 0 means off
+
+  @classmethod
+  def full(cls, batch: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           min_p: float = 0.0) -> SamplingParams:
+    """The same parameters on every one of `batch` rows."""
+    return cls(temperature=jnp.full((batch,), temperature, jnp.float32), top_k=jnp.full((batch,), top_k, jnp.int32),
+               top_p=jnp.full((batch,), top_p, jnp.float32), min_p=jnp.full((batch,), min_p, jnp.float32))
+
+
+def row_keys(seed: int | jax.Array, request_ids: jax.Array, steps: int | jax.Array) -> jax.Array:
+  """Per-row keys fold_in(fold_in(key(seed), request_id), step) -> typed keys [B].
+
+  A sequence's random stream is then fixed by (seed, request, step): it does not depend on its batch slot
+  or on what else is in the batch. `seed` may be an int, a traced int, or a typed key; `steps` broadcasts.
+  """
+  base = seed if _is_typed_key(seed) else jax.random.key(seed)
+  request_ids = jnp.asarray(request_ids, jnp.int32)
+  steps = jnp.broadcast_to(jnp.asarray(steps, jnp.int32), request_ids.shape)
+  return jax.vmap(lambda r, s: jax.random.fold_in(jax.random.fold_in(base, r), s))(request_ids, steps)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def truncated_probs(logits: jax.Array, temperature: jax.Array | float, top_k: jax.Array | int, top_p: jax.Array | float,
+                    min_p: jax.Array | float | None = None, *, k_max: int = 64) -> jax.Array:
+  """logits [B, V] -> [B, V] float32: the distribution `sample` draws from (one-hot at the argmax if greedy).
+
+  It runs the same threshold plan as `sample` (window, then the exact fallback), so tests of this function
+  test the kept sets that `sample` uses.
+  """
+  x = jnp.asarray(logits, jnp.float32)
+  rows = _Rows.make(x.shape[0], temperature, top_k, top_p, min_p)
+  plan = _plan(x, rows, k_max, _Axes(vocab=x.shape[1]))
+  z = x * rows.inv_t[:, None]
+  probs = jax.nn.softmax(jnp.where(z >= plan.thresh[:, None], z, _NEG_INF), axis=-1)
+  greedy = jax.nn.one_hot(jnp.argmax(x, axis=-1), x.shape[1], dtype=jnp.float32)
+  return jnp.where(rows.greedy[:, None], greedy, probs)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max", "sharding"))
+def sample(key: jax.Array, logits: jax.Array, temperature: jax.Array | float, top_k: jax.Array | int,
+           top_p: jax.Array | float, min_p: jax.Array | float | None = None, *, k_max: int = 64,
+           sharding: Sharding | None = None) -> jax.Array:
+  """One token per row: logits [B, V] -> int32 [B].
+
+  Args:
+    key: one key (row b then uses fold_in(key, b)) or [B] per-row keys from `row_keys`; typed or legacy
+      uint32 keys.
+    logits: [B, V] (cast to float32), optionally sharded over the vocab axis.
+    temperature, top_k, top_p, min_p: [B] arrays or scalars (broadcast); traced, so new values reuse the
+      compiled step. min_p None means off.
+    k_max: static window size (candidates per row). Rows with top_k <= k_max and a nucleus inside the
+      window never touch the full vocabulary again after one top-k pass.
+    sharding: mesh + rules; when the rules shard "act_vocab" the logits stay sharded (see module doc).
+  """
+  x = jnp.asarray(logits, jnp.float32)
+  b, v = x.shape
+  rows = _Rows.make(b, temperature, top_k, top_p, min_p)
+  keys = _row_key_array(key, b)
+  split = _vocab_split(sharding, x.shape)
+  if split is None:
+    return _sample_local(x, rows, keys, k_max=k_max, axes=_Axes(vocab=v))
+  mesh, row_spec, vocab_spec, vocab_axes = split
+  axes = _Axes(vocab=v, shard_axes=vocab_axes, row_axes=_axis_tuple(row_spec),
+               shards=math.prod(mesh.shape[a] for a in vocab_axes))
+  fn = jax.shard_map(functools.partial(_sample_local, k_max=k_max, axes=axes), mesh=mesh,
+                     in_specs=(P(row_spec, vocab_spec), P(row_spec), P(row_spec)), out_specs=P(row_spec))
+  return fn(x, rows, keys)
+
+
+# -- per-row parameters and keys -----------------------------------------------------------------------------
+
+
+@struct.dataclass
+class _Rows:
+  """Normalised per-row parameters, all [B]."""
+
+  inv_t: jax.Array  # 1 / T (1 on greedy rows): z = x * inv_t everywhere, so candidates and passes agree bitwise
+  greedy: jax.Array  # bool
+  top_k: jax.Array  # int32
+  top_p: jax.Array  # float32
+  min_p: jax.Array  # float32 in [0, 1]
+
+  @classmethod
+  def make(cls, b: int, temperature, top_k, top_p, min_p) -> _Rows:
+    t = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (b,))
+    greedy = t < GREEDY_BELOW
+    min_p = jnp.zeros((b,), jnp.float32) if min_p is None else jnp.broadcast_to(jnp.asarray(min_p, jnp.float32), (b,))
+    return cls(inv_t=1.0 / jnp.where(greedy, 1.0, t), greedy=greedy,
+               top_k=jnp.broadcast_to(jnp.asarray(top_k, jnp.int32), (b,)),
+               top_p=jnp.broadcast_to(jnp.asarray(top_p, jnp.float32), (b,)), min_p=jnp.clip(min_p, 0.0, 1.0))
+
+
+def _is_typed_key(x) -> bool:
+  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _row_key_array(key: jax.Array, b: int) -> jax.Array:
+  """A single key -> fold_in(key, row) per row; [B] keys pass through. Legacy uint32 keys are wrapped."""
+  if not _is_typed_key(key):
+    key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+  if key.ndim == 0:
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b, dtype=jnp.int32))
+  if key.shape != (b,):
+    raise ValueError(f"key must be one key or [B={b}] keys, got shape {key.shape}")
+  return key
+
+
+def _gumbel(keys: jax.Array, ids: jax.Array) -> jax.Array:
+  """keys [B], ids [B, N] int32 -> [B, N] standard Gumbel noise, a pure function of (key_b, token id).
+
+  The bits are fold_in(key, id)'s key data: one Threefry-2x32 hash of (key, id) per token, half the cost
+  (and compile time) of drawing from the folded key. 23 bits give u in (0, 1), never 0 or 1.
+  """
+  fold_row = lambda k, i: jax.vmap(lambda j: jax.random.fold_in(k, j))(i)
+  bits = jax.random.key_data(jax.vmap(fold_row)(keys, ids))[..., 0]
+  u = ((bits >> 9).astype(jnp.float32) + 0.5) * (2.0 ** -23)
+  return -jnp.log(-jnp.log(u))
+
+
+# -- the vocabulary split ------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class _Axes:
+  """How the vocabulary is laid out: its global size and the mesh axes it is split over (inside shard_map)."""
+
+  vocab: int = struct.field(pytree_node=False)
+  shard_axes: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)  # vocab split; None: whole
+  row_axes: tuple[str, ...] = struct.field(pytree_node=False, default=())  # mesh axes the rows are split over
+  shards: int = struct.field(pytree_node=False, default=1)  # number of vocab shards
+
+  def psum(self, x: jax.Array) -> jax.Array:
+    return x if self.shard_axes is None else lax.psum(x, self.shard_axes)
+
+  def pmin(self, x: jax.Array) -> jax.Array:
+    return x if self.shard_axes is None else lax.pmin(x, self.shard_axes)
+
+  def any(self, mask: jax.Array) -> jax.Array:
+    """True if any row anywhere has `mask` set; the same on every device, so `lax.cond` branches agree."""
+    hit = jnp.any(mask)  # replicated over the vocab axes already: computed from gathered / psummed values
+    if not self.row_axes:
+      return hit
+    return lax.psum(hit.astype(jnp.int32), self.row_axes) > 0
+
+  def offset(self, n_local: int) -> jax.Array | int:
+    """Global id of this shard's first token (shards hold equal, contiguous slices)."""
+    return 0 if self.shard_axes is None else lax.axis_index(self.shard_axes) * n_local
+
+  def all_gather(self, x: jax.Array) -> jax.Array:
+    """Per-shard [B, n] -> [B, shards * n] in shard order, typed as replicated over the vocab axes.
+
+    A psum of zero-padded slots (each slot has one non-zero contributor, so the sum is exact):
+    `lax.all_gather`'s result is typed as varying, which shard_map's replication check rejects.
+    """
+    b, n = x.shape
+    slots = jnp.zeros((b, self.shards, n), x.dtype).at[:, lax.axis_index(self.shard_axes)].set(x)
+    return lax.psum(slots, self.shard_axes).reshape(b, self.shards * n)
+
+  def gather_best(self, vals: jax.Array, ids: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Per-shard [B, n] (values, global ids) -> the global top-k (ties: the lower shard, i.e. the lower id)."""
+    if self.shard_axes is not None:
+      vals, ids = self.all_gather(vals), self.all_gather(ids)
+    if vals.shape[1] == k and self.shard_axes is None:
+      return vals, ids
+    vals, pos = lax.top_k(vals, k)
+    return vals, jnp.take_along_axis(ids, pos, axis=1)
+
+
+def _vocab_split(sharding: Sharding | None, shape: tuple[int, int]):
+  """(mesh, row spec, vocab spec, vocab mesh axes) if the rules shard the logits' vocab axis, else None."""
+  if sharding is None or sharding.mesh is None or sharding.rules is None or sharding.mesh.size == 1:
+    return None
+  row_spec, vocab_spec = sharding.rules.spec(("batch", "act_vocab"), shape, sharding.mesh)
+  if vocab_spec is None:
+    return None
+  return sharding.mesh, row_spec, vocab_spec, _axis_tuple(vocab_spec)
+
+
+def _axis_tuple(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
+  """One PartitionSpec entry -> the mesh axes it names."""
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+# -- candidates: an exact top-k in about one pass ------------------------------------------------------------
+
+
+def _block_size(n: int, k: int) -> int:
+  """A block size g | n for the two-stage top-k, or 1 when plain lax.top_k is as good (small or awkward n)."""
+  if n < 16 * k:
+    return 1
+  fits = [g for g in range(8, 129) if n % g == 0 and n // g >= k]
+  return min(fits, key=lambda g: abs(g - 64)) if fits else 1
+
+
+def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """x [B, n] -> (values [B, k] descending, ids [B, k]): the exact top-k values, max ties lowest id first.
+
+  The k blocks with the largest block maxima hold the top-k values: their maxima are k elements that are
+  >= everything in the other blocks. So one max-reduction pass plus two small top-ks replace a top-k over
+  the whole row, which on CPU is a slow per-row partial sort (~5x a reduction pass).
+  """
+  b, n = x.shape
+  g = _block_size(n, k)
+  if g == 1:
+    return lax.top_k(x, k)
+  blocks = x.reshape(b, n // g, g)
+  _, blk = lax.top_k(jnp.max(blocks, axis=-1), k)  # equal maxima: lower block first
+  cand = jnp.take_along_axis(blocks, blk[:, :, None], axis=1).reshape(b, k * g)
+  vals, pos = lax.top_k(cand, k)
+  return vals, jnp.take_along_axis(blk, pos // g, axis=1) * g + pos % g
+
+
+def _candidates(x: jax.Array, k: int, axes: _Axes) -> tuple[jax.Array, jax.Array]:
+  """Local logits [B, n] -> the global top-min(k, V) raw logits and their global ids, on every shard."""
+  n = x.shape[1]
+  vals, ids = _top_k(x, min(k, n))
+  return axes.gather_best(vals, ids + axes.offset(n), min(k, axes.vocab))
+
+
+# -- thresholds ----------------------------------------------------------------------------------------------
+
+
+def _ordered(x: jax.Array) -> jax.Array:
+  """float32 -> uint32 with the same order (negative floats have their magnitude bits flipped)."""
+  bits = lax.bitcast_convert_type(x, jnp.uint32)
+  sign = jnp.uint32(_SIGN)
+  return jnp.where(bits >= sign, ~bits, bits | sign)
+
+
+def _from_ordered(u: jax.Array) -> jax.Array:
+  sign = jnp.uint32(_SIGN)
+  return lax.bitcast_convert_type(jnp.where(u >= sign, u & ~sign, ~u), jnp.float32)
+
+
+def _bisect(pred: Callable[[jax.Array], jax.Array], lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """Largest float t in [lo, hi] (per row) with pred(t), given pred(lo) and pred monotone non-increasing.
+
+  Bisects the uint32 image of float32: 32 steps pin the exact value, one reduction pass (pred) each.
+  """
+  def step(_, bounds):
+    lo, hi = bounds
+    mid = lo + ((hi - lo + 1) >> 1)
+    ok = pred(_from_ordered(mid))
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, jnp.maximum(mid - 1, lo))
+
+  lo, hi = _ordered(lo), _ordered(hi)
+  lo, _ = lax.fori_loop(0, _SEARCH_STEPS, step, (lo, jnp.maximum(hi, lo)))
+  return _from_ordered(lo)
+
+
+def _nucleus(c: jax.Array, survive: jax.Array, top_p: jax.Array, mass: jax.Array | None) -> jax.Array:
+  """Top-p over the window: c [B, K] tempered candidate logits (c[:, 0] is the row max), survive [B, K].
+
+  Keeps survivor i iff the mass of survivors with z strictly above z_i is < top_p of the survivors' mass
+  (`mass`, relative to exp(max); None: the survivors all lie in the window). Ties share one "mass above",
+  so a tie at the boundary is kept whole; the row max is always kept.
+  """
+  q = jnp.where(survive, jnp.exp(c - c[:, :1]), 0.0)
+  mass = jnp.sum(q, axis=-1) if mass is None else mass
+  above = jnp.einsum("bj,bij->bi", q, (c[:, None, :] > c[:, :, None]).astype(q.dtype))
+  keep = (above < top_p[:, None] * mass[:, None]) | (c == c[:, :1]) | (top_p[:, None] >= 1.0)
+  return survive & keep
+
+
+def _count_ge(x: jax.Array, rows: _Rows, t: jax.Array, axes: _Axes) -> jax.Array:
+  """[B] number of tokens with z >= t over the whole vocabulary."""
+  z = x * rows.inv_t[:, None]
+  return axes.psum(jnp.sum(z >= t[:, None], axis=-1, dtype=jnp.int32))
+
+
+def _mass_ge(x: jax.Array, rows: _Rows, zmax: jax.Array, t: jax.Array, axes: _Axes) -> jax.Array:
+  """[B] sum of exp(z - zmax) over tokens with z >= t, over the whole vocabulary."""
+  z = x * rows.inv_t[:, None]
+  return axes.psum(jnp.sum(jnp.where(z >= t[:, None], jnp.exp(z - zmax[:, None]), 0.0), axis=-1))
+
+
+def _nucleus_threshold(x: jax.Array, rows: _Rows, zmax: jax.Array, t_s: jax.Array, mass: jax.Array,
+                       axes: _Axes) -> jax.Array:
+  """[B] top-p threshold over the whole vocabulary, for survivors {z >= t_s} of total mass `mass`.
+
+  The nucleus is {largest t : mass(z >= t) >= top_p * mass} (a tie at the boundary is kept whole). The
+  bisection runs on e = exp(z - zmax), materialised once, so that each of its passes is one read and one
+  masked sum (exp is monotone: {e >= s} is an upper set of z). Survivors whose e underflows to 0 have zero
+  mass and are never in a nucleus with top_p < 1, as in the definition.
+  """
+  z = x * rows.inv_t[:, None]
+  e = jnp.where(z >= t_s[:, None], jnp.exp(z - zmax[:, None]), 0.0)
+  above = lambda s: axes.psum(jnp.sum(jnp.where(e >= s[:, None], e, 0.0), axis=-1))
+  s = _bisect(lambda s: above(s) >= rows.top_p * mass, jnp.zeros_like(zmax), jnp.ones_like(zmax))
+  return jnp.maximum(t_s, axes.pmin(jnp.min(jnp.where(e >= s[:, None], z, jnp.inf), axis=-1)))
+
+
+@struct.dataclass
+class _Plan:
+  """Each row's kept set: `keep` over the window when `window`, else {z >= thresh} over the vocabulary."""
+
+  c: jax.Array  # [B, K] tempered candidate logits, descending
+  ids: jax.Array  # [B, K] their global token ids
+  keep: jax.Array  # [B, K] bool, the kept set where `window`
+  window: jax.Array  # [B] bool: the kept set lies inside the candidates
+  thresh: jax.Array  # [B] kept = {i : z_i >= thresh} (both cases)
+
+
+def _plan(x: jax.Array, rows: _Rows, k_max: int, axes: _Axes) -> _Plan:
+  """Per-row kept sets for local logits x [B, n] (the global vocabulary is axes.vocab)."""
+  raw, ids = _candidates(x, k_max, axes)
+  window_k = raw.shape[1]
+  c = raw * rows.inv_t[:, None]  # temperature commutes with selection: it is monotone
+  zmax = c[:, 0]
+  t_min_p = jnp.where(rows.min_p > 0, zmax + jnp.log(jnp.where(rows.min_p > 0, rows.min_p, 1.0)), _NEG_INF)
+  k_on = (rows.top_k > 0) & (rows.top_k < axes.vocab)
+  k_in = k_on & (rows.top_k <= window_k)
+  t_k = jnp.where(k_in, jnp.take_along_axis(c, jnp.clip(rows.top_k - 1, 0, window_k - 1)[:, None], axis=1)[:, 0],
+                  _NEG_INF)
+  t_1 = jnp.maximum(t_min_p, t_k)  # min-p and top-k survivors: z >= t_1 (a far top-k is resolved below)
+  # Survivors may extend past the window iff its last candidate survives (rows with top_k > K count too).
+  spill = ~rows.greedy & (axes.vocab > window_k) & (c[:, -1] >= t_1)
+  keep = _nucleus(c, c >= t_1[:, None], rows.top_p, None)
+
+  def exact(_):
+    far = spill & k_on & ~k_in
+    lowest = jnp.full_like(zmax, _NEG_INF)
+    t_far = lax.cond(axes.any(far),
+                     lambda: _bisect(lambda t: _count_ge(x, rows, t, axes) >= rows.top_k, lowest, c[:, -1]),
+                     lambda: t_k)
+    t_s = jnp.maximum(t_min_p, jnp.where(far, t_far, t_k))
+    mass = _mass_ge(x, rows, zmax, t_s, axes)
+    keep_s = _nucleus(c, c >= t_s[:, None], rows.top_p, mass)
+    inside = (rows.top_p < 1.0) & ~keep_s[:, -1]  # the nucleus closes within the window
+    wide = spill & (rows.top_p < 1.0) & ~inside
+    t_p = lax.cond(axes.any(wide), lambda: _nucleus_threshold(x, rows, zmax, t_s, mass, axes), lambda: t_s)
+    return (jnp.where(spill[:, None], keep_s, keep), ~spill | inside,
+            jnp.where(rows.top_p < 1.0, t_p, t_s))
+
+  keep, window, t_full = lax.cond(axes.any(spill), exact, lambda _: (keep, jnp.ones_like(spill), t_1), None)
+  t_window = jnp.min(jnp.where(keep, c, jnp.inf), axis=-1)
+  return _Plan(c=c, ids=ids, keep=keep, window=window, thresh=jnp.where(window, t_window, t_full))
+
+
+# -- the draw ------------------------------------------------------------------------------------------------
+
+
+def _sample_local(x: jax.Array, rows: _Rows, keys: jax.Array, *, k_max: int, axes: _Axes) -> jax.Array:
+  """Local logits [B, n] (a vocab shard inside shard_map, or everything) -> tokens [B], equal on all shards."""
+  plan = _plan(x, rows, k_max, axes)
+  scores = jnp.where(plan.keep, plan.c + _gumbel(keys, plan.ids), _NEG_INF)
+  in_window = jnp.take_along_axis(plan.ids, jnp.argmax(scores, axis=-1)[:, None], axis=1)[:, 0]
+
+  def full(_):
+    n = x.shape[1]
+    z = x * rows.inv_t[:, None]
+    ids = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32) + axes.offset(n), x.shape)
+    scores = jnp.where(z >= plan.thresh[:, None], z + _gumbel(keys, ids), _NEG_INF)
+    best = jnp.argmax(scores, axis=-1)[:, None]
+    _, tok = axes.gather_best(jnp.take_along_axis(scores, best, axis=1), jnp.take_along_axis(ids, best, axis=1), 1)
+    return jnp.where(plan.window, in_window, tok[:, 0])
+
+  tokens = lax.cond(axes.any(~plan.window & ~rows.greedy), full, lambda _: in_window, None)
+  big = jnp.iinfo(jnp.int32).max
+  argmax = jnp.min(jnp.where(plan.c == plan.c[:, :1], plan.ids, big), axis=-1)  # lowest id among tied maxima
+  return jnp.where(rows.greedy, argmax, tokens).astype(jnp.int32)

@@ -1,0 +1,123 @@
+"""The decode engine: greedy exactness, stop handling, shared prefill, refill invariance, sharding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tiny_hf
+from ssd_jax.models import hf, transformer
+from ssd_jax.models.sharding import ShardingRules, make_mesh
+from ssd_jax.sampling import engine as engine_lib
+from ssd_jax.sampling.engine import Engine, EngineConfig, Request
+
+_forward = jax.jit(transformer.forward, static_argnames=("cfg",))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  path = tiny_hf.save(tiny_hf.make_model("qwen3", seed=11, vocab_size=128), str(tmp_path_factory.mktemp("q")))
+  return hf.load_hf(path, param_dtype="float32")
+
+
+def _prompts(cfg, lengths, seed=0):
+  rng = np.random.RandomState(seed)
+  return [rng.randint(3, cfg.vocab_size, n).tolist() for n in lengths]
+
+
+def _greedy_reference(params, cfg, prompt, steps, width=48):
+  """Step-by-step argmax of the full forward (right-padded to one width: causal, so pads change nothing)."""
+  seq = list(prompt)
+  for _ in range(steps):
+    tokens = np.zeros((1, width), np.int32)
+    tokens[0, :len(seq)] = seq
+    segments = (np.arange(width) < len(seq)).astype(np.int32)[None]
+    seq.append(int(np.asarray(_forward(params, tokens, segments, cfg=cfg))[0, len(seq) - 1].argmax()))
+  return seq[len(prompt):]
+
+
+ECFG = EngineConfig(batch_size=4, max_cache_len=256, chunk_steps=4, prompt_buckets=(16, 32, 64))
+
+
+def test_greedy_equals_argmax_of_full_forward(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [5, 11, 3])
+  out = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG).generate(
+      [Request(p, max_new_tokens=9, temperature=0.0) for p in prompts])
+  for prompt, (completion,) in zip(prompts, out):
+    assert completion.tokens == _greedy_reference(params, cfg, prompt, 9)
+    assert completion.finish_reason == "length"
+
+
+def test_stop_token_mid_batch(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [6, 6, 9], seed=1)
+  refs = [_greedy_reference(params, cfg, p, 12) for p in prompts]
+  stop = refs[0][3]  # row 0 stops at its 4th token (or earlier if the token appears before)
+  out = Engine(params, cfg, stop_ids=[stop], engine_cfg=ECFG).generate(
+      [Request(p, max_new_tokens=12, temperature=0.0) for p in prompts])
+  for ref, (completion,) in zip(refs, out):
+    if stop in ref:
+      expected = ref[:ref.index(stop) + 1]
+      assert completion.finish_reason == "stop"
+    else:
+      expected = ref
+      assert completion.finish_reason == "length"
+    assert completion.tokens == expected
+  assert out[0][0].num_tokens <= 4
+
+
+def test_n_samples_share_one_prefill(model):
+  cfg, params = model
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG)
+  (samples,) = engine.generate([Request(_prompts(cfg, [7])[0], n=4, max_new_tokens=6, temperature=1.0)], seed=3)
+  assert engine.stats["prefill_calls"] == 1 and engine.stats["prefill_rows"] == 1
+  assert [c.sample_index for c in samples] == [0, 1, 2, 3]
+  assert len({tuple(c.tokens) for c in samples}) > 1  # distinct random streams
+
+
+def test_refilled_rows_equal_a_run_without_refill(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [4, 9, 13, 6, 2], seed=2)
+  requests = [Request(p, n=2, max_new_tokens=3 + 4 * i, temperature=0.9, top_k=20, top_p=0.9)
+              for i, p in enumerate(prompts)]
+  small = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG.__class__(**{**ECFG.__dict__, "batch_size": 2}))
+  big = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG.__class__(**{**ECFG.__dict__, "batch_size": 16}))
+  out_small = small.generate(requests, seed=5)
+  out_big = big.generate(requests, seed=5)
+  assert small.stats["prefill_calls"] > 1  # rows really were refilled
+  for a, b in zip(out_small, out_big):
+    assert [c.tokens for c in a] == [c.tokens for c in b]
+
+
+def test_decode_compiles_once_across_sampling_parameters(model):
+  cfg, params = model
+  ecfg = EngineConfig(batch_size=3, max_cache_len=128, chunk_steps=3, prompt_buckets=(8,))  # shapes of its own
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg)
+  prompt = _prompts(cfg, [5])[0]
+  before = engine_lib._chunk._cache_size(), engine_lib._insert._cache_size()
+  for t, k, p in [(0.0, 0, 1.0), (0.7, 20, 0.8), (1.6, 5, 0.95), (1.0, 0, 0.5), (0.3, 50, 1.0)]:
+    engine.generate([Request(prompt, max_new_tokens=5, temperature=t, top_k=k, top_p=p)])
+  after = engine_lib._chunk._cache_size(), engine_lib._insert._cache_size()
+  assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+
+
+def test_eight_devices_equal_one(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [5, 12, 8, 3], seed=4)
+  requests = [Request(p, n=2, max_new_tokens=7, temperature=1.0, top_k=10, top_p=0.9) for p in prompts]
+  ecfg = EngineConfig(batch_size=8, max_cache_len=256, chunk_steps=4, prompt_buckets=(16, 32))
+  ref = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg).generate(requests, seed=9)
+  mesh = make_mesh({"data": 2, "tensor": 4})
+  rules = ShardingRules()
+  sharded_params = jax.device_put(params, transformer.param_shardings(cfg, mesh, rules))
+  out = Engine(sharded_params, cfg, stop_ids=[], engine_cfg=ecfg,
+               sharding=transformer.Sharding(mesh, rules)).generate(requests, seed=9)
+  assert [[c.tokens for c in r] for r in out] == [[c.tokens for c in r] for r in ref]
+
+
+def test_prompt_beyond_cache_is_a_clear_error(model):
+  cfg, params = model
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG)
+  with pytest.raises(ValueError, match=r"request 0: prompt of 40 tokens .*exceeds the KV cache \(256 slots"):
+    engine.generate([Request(list(range(3, 43)), max_new_tokens=200)])
