@@ -37,14 +37,11 @@ def humaneval_problem(task_id: str) -> dict:
 
 def main(argv):
   del argv
-  import jax
-  import numpy as np
-
   from ssd_jax.models.gguf import smollm2_gguf_path
   from ssd_jax.models.loader import load_model
   from ssd_jax.models.sharding import ShardingRules, make_mesh
   from ssd_jax.models.transformer import Sharding
-  from ssd_jax.sampling.greedy import greedy_decode
+  from ssd_jax.sampling.engine import Engine, EngineConfig, Request
 
   config = _CONFIG.value
   checkpoint = config.model.checkpoint or smollm2_gguf_path()
@@ -57,23 +54,20 @@ def main(argv):
   messages = [{"role": "user", "content": "Complete the following Python function. Reply with the whole function "
                                           f"in one ```python code block.\n\n```python\n{problem['prompt']}```"}]
   prompt = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-  tokens = np.asarray([prompt], np.int32)
-  stop_ids = np.asarray(model.tokenizer.stop_ids, np.int32)
+  engine = Engine(model.params, model.cfg, model.tokenizer.stop_ids,
+                  EngineConfig(batch_size=1, max_cache_len=model.cfg.max_position_embeddings),
+                  sharding=Sharding(mesh, ShardingRules()), decode_text=model.tokenizer.decode)
   t1 = time.time()
-  out, lengths = greedy_decode(model.params, tokens, np.ones_like(tokens, bool), stop_ids, cfg=model.cfg,
-                               max_new_tokens=config.demo.max_new_tokens, pad_id=model.tokenizer.pad_id,
-                               sharding=Sharding(mesh, ShardingRules()))
-  out = jax.device_get(out)
+  ((completion,),) = engine.generate([Request(prompt, max_new_tokens=config.demo.max_new_tokens, temperature=0.0)])
   generate_s = time.time() - t1
-  n = int(lengths[0])
-  completion = model.tokenizer.decode(out[0, :n].tolist())
+  n = completion.num_tokens
   print(f"model: {checkpoint} ({model.cfg.model_type}, {model.cfg.num_layers} layers), loaded in {load_s:.1f}s")
   print(f"prompt: {problem['task_id']}, {len(prompt)} tokens (chat template)")
   print(f"greedy completion ({n} tokens, {generate_s:.1f}s including compilation):")
-  print(completion)
+  print(completion.text)
   print(json.dumps({"checkpoint": checkpoint, "task_id": problem["task_id"], "prompt_tokens": len(prompt),
-                    "new_tokens": n, "stopped": bool(n and out[0, n - 1] in model.tokenizer.stop_ids),
-                    "completion": completion, "load_s": round(load_s, 2), "generate_s": round(generate_s, 2)}))
+                    "new_tokens": n, "finish_reason": completion.finish_reason, "completion": completion.text,
+                    "load_s": round(load_s, 2), "generate_s": round(generate_s, 2)}))
 
 
 if __name__ == "__main__":

@@ -121,3 +121,29 @@ def test_prompt_beyond_cache_is_a_clear_error(model):
   engine = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG)
   with pytest.raises(ValueError, match=r"request 0: prompt of 40 tokens .*exceeds the KV cache \(256 slots"):
     engine.generate([Request(list(range(3, 43)), max_new_tokens=200)])
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_matches_transformers_for_64_tokens():
+  import os
+
+  import torch
+  import transformers
+
+  from ssd_jax.models import loader
+  from ssd_jax.models.gguf import smollm2_gguf_path
+
+  path = smollm2_gguf_path()
+  model = loader.load_model(path, param_dtype="float32")
+  prompt = model.tokenizer.apply_chat_template(
+      [{"role": "user", "content": "Write a Python function that returns the n-th Fibonacci number."}],
+      add_generation_prompt=True, tokenize=True)
+  ((ours,),) = Engine(model.params, model.cfg, stop_ids=[], engine_cfg=EngineConfig(batch_size=1)).generate(
+      [Request(prompt, max_new_tokens=64, temperature=0.0)])
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+  ids = torch.tensor([prompt])
+  with torch.no_grad():
+    out = reference.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=64,
+                             min_new_tokens=64, pad_token_id=0)
+  assert ours.tokens == out[0, len(prompt):].tolist()
