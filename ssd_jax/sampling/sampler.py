@@ -13,20 +13,21 @@ How t is found:
   * Window (the common case, e.g. SSD's top_k = 20): the exact top-K_MAX candidates decide everything
     when the min-p/top-k survivors fit inside them: top-k is the k-th candidate, top-p a K x K "mass
     strictly above" sum. Cost: about one pass over the logits (a two-stage block top-k, no sort).
-  * Exact sort-free fallback (top_k = 0 or > K_MAX with top_p < 1, no truncation at all, or ties that
-    spill out of the window), behind a `lax.cond` on "any row needs it": a bisection over the float32
-    bit pattern for the k-th largest value (count(z >= t) >= k), one pass for the survivors' full mass,
-    and, only when the nucleus is wider than the window, a bisection for the top-p threshold
-    (mass(z >= t) >= top_p * survivor mass). About 32 reduction passes per bisection; no sort.
+  * Exact sort-free fallback (top_k = 0 or > K_MAX, no truncation at all, or ties that spill out of the
+    window), behind a `lax.cond` on "any row needs it": a bisection over the float32 bit pattern for the
+    k-th largest value (largest t with count(z >= t) >= k), one pass for the survivors' full mass (the
+    nucleus usually still closes inside the window), and only when it does not, a bisection for the
+    top-p threshold (largest t with mass(z >= t) >= top_p * survivor mass). 32 reduction passes per
+    bisection; no sort.
 
 Sampling is Gumbel-max with noise G(key_b, i) that is a pure function of the row's key and the token id,
 so the window draw and the full-vocabulary draw return the same token for the same kept set, and a row's
 token depends neither on its batch slot, nor on the other rows, nor on how the vocabulary is sharded.
 
 Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis "tensor") are never gathered: under
-`jax.shard_map` each shard takes its local top-K_MAX (with global ids), the shards all-gather the
+`jax.shard_map` each shard takes its local top-K_MAX (with global ids), the shards gather the
 K_MAX x shards candidates and merge them with an exact `lax.top_k`; the fallback psums per-shard counts
-and masses, and all-gathers per-shard argmaxes.
+and masses, and gathers the per-shard Gumbel argmaxes. Every shard of a row ends with the same token.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def truncated_probs(logits: jax.Array, temperature: jax.Array | float, top_k: ja
   """logits [B, V] -> [B, V] float32: the distribution `sample` draws from (one-hot at the argmax if greedy).
 
   It runs the same threshold plan as `sample` (window, then the exact fallback), so tests of this function
-  test the kept sets that `sample` uses.
+  test the kept sets that `sample` uses. Arguments as in `sample`; unsharded (it returns a [B, V] array).
   """
   x = jnp.asarray(logits, jnp.float32)
   rows = _Rows.make(x.shape[0], temperature, top_k, top_p, min_p)
@@ -300,7 +301,7 @@ def _bisect(pred: Callable[[jax.Array], jax.Array], lo: jax.Array, hi: jax.Array
     lo, hi = bounds
     mid = lo + ((hi - lo + 1) >> 1)
     ok = pred(_from_ordered(mid))
-    return jnp.where(ok, mid, lo), jnp.where(ok, hi, jnp.maximum(mid - 1, lo))
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, jnp.where(mid > lo, mid - 1, lo))
 
   lo, hi = _ordered(lo), _ordered(hi)
   lo, _ = lax.fori_loop(0, _SEARCH_STEPS, step, (lo, jnp.maximum(hi, lo)))
@@ -316,7 +317,8 @@ def _nucleus(c: jax.Array, survive: jax.Array, top_p: jax.Array, mass: jax.Array
   """
   q = jnp.where(survive, jnp.exp(c - c[:, :1]), 0.0)
   mass = jnp.sum(q, axis=-1) if mass is None else mass
-  above = jnp.einsum("bj,bij->bi", q, (c[:, None, :] > c[:, :, None]).astype(q.dtype))
+  # above[b, i] = sum_j q[b, j] [c_j > c_i]; a masked sum, not a matmul, so no TF32/bf16 matmul precision.
+  above = jnp.sum(jnp.where(c[:, None, :] > c[:, :, None], q[:, None, :], 0.0), axis=-1)
   keep = (above < top_p[:, None] * mass[:, None]) | (c == c[:, :1]) | (top_p[:, None] >= 1.0)
   return survive & keep
 
