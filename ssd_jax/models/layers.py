@@ -116,6 +116,44 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
   return out.reshape(b, s, h, dh).astype(q.dtype)
 
 
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, slot: jax.Array,
+                     block: int = 128) -> jax.Array:
+  """Attention of one new token per row over the KV cache, reading only the filled prefix of the cache.
+
+  q: [B, 1, H, Dh]; k, v: [B, K, T, Dh]; valid: [B, T]; slot: [B] (each row's newest slot). Blocks of `block`
+  slots are visited up to the largest filled slot in the batch with an online softmax, so a step costs what the
+  sequences hold, not what the cache could hold (decode is bound by reading the cache).
+  """
+  b, _, h, dh = q.shape
+  kv_heads, t = k.shape[1], k.shape[2]
+  if t % block:
+    block = t
+  g = h // kv_heads
+  q = q.reshape(b, kv_heads, g, dh)
+  limit = jnp.max(slot) + 1
+  idx = jnp.arange(block, dtype=jnp.int32)
+
+  def body(carry):
+    i, m, l, acc = carry
+    start = i * block
+    ks = jax.lax.dynamic_slice_in_dim(k, start, block, axis=2)
+    vs = jax.lax.dynamic_slice_in_dim(v, start, block, axis=2)
+    ok = jax.lax.dynamic_slice_in_dim(valid, start, block, axis=1) & (start + idx[None, :] <= slot[:, None])
+    scores = jnp.einsum("bkgd,bktd->bkgt", q, ks, preferred_element_type=jnp.float32) / math.sqrt(dh)
+    scores = jnp.where(ok[:, None, None, :], scores, _MASKED)
+    m_new = jnp.maximum(m, scores.max(-1))
+    p = jnp.exp(scores - m_new[..., None])
+    scale = jnp.exp(m - m_new)
+    acc = acc * scale[..., None] + jnp.einsum("bkgt,bktd->bkgd", p.astype(vs.dtype), vs,
+                                              preferred_element_type=jnp.float32)
+    return i + 1, m_new, l * scale + p.sum(-1), acc
+
+  init = (jnp.zeros((), jnp.int32), jnp.full((b, kv_heads, g), _MASKED, jnp.float32),
+          jnp.zeros((b, kv_heads, g), jnp.float32), jnp.zeros((b, kv_heads, g, dh), jnp.float32))
+  _, _, l, acc = jax.lax.while_loop(lambda c: c[0] * block < limit, body, init)
+  return (acc / l[..., None]).reshape(b, 1, h, dh).astype(q.dtype)
+
+
 def segment_mask(segment_ids: jax.Array) -> jax.Array:
   """[B, S] segment ids (0 = padding) -> [B, S, S] causal, same-segment, non-pad-key mask."""
   s = segment_ids.shape[1]

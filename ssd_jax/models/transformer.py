@@ -401,8 +401,6 @@ def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelCon
   slot = cache.length
   positions = cache.next_pos[:, None]
   valid = cache.valid.at[rows, slot].set(True)
-  t = jnp.arange(cache.max_len, dtype=jnp.int32)
-  mask = (valid & (t[None, :] <= slot[:, None]))[:, None, :]
   x = _embed(params, tokens[:, None], sh)
   token_mask = jnp.ones((b, 1), jnp.float32)
   ks, vs = [], []
@@ -414,7 +412,8 @@ def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelCon
     ck, cv = sh.constrain(ck, CACHE_LOGICAL), sh.constrain(cv, CACHE_LOGICAL)
     ks.append(ck)
     vs.append(cv)
-    x = x + _attn_out(layer.attn, layers.attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask), cfg)
+    x = x + _attn_out(layer.attn, layers.decode_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), valid, slot),
+                      cfg)
     y, _ = _ffn(layer, x, token_mask, cfg, sh)
     x = x + y
   h = layers.rms_norm(x[:, 0], params.final_norm, cfg.rms_norm_eps)
