@@ -1,7 +1,6 @@
 """The decode engine: greedy exactness, stop handling, shared prefill, refill invariance, sharding."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

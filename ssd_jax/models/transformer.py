@@ -20,6 +20,7 @@ Entry points: `forward` (full sequence: training, scoring) and `prefill` / `deco
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -149,27 +150,32 @@ def abstract_params(cfg: ModelConfig, mesh: Mesh | None = None, rules: ShardingR
   return map_specs(leaf, cfg)
 
 
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "init", "sharding"))
+def _init_leaf(key: jax.Array, *, shape: tuple[int, ...], dtype: str, init: str, sharding) -> jax.Array:
+  if init == "ones":
+    x = jnp.ones(shape, dtype)
+  elif init == "zeros":
+    x = jnp.zeros(shape, dtype)
+  else:
+    x = (0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+  return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
 def init_params(cfg: ModelConfig, key: jax.Array, mesh: Mesh | None = None,
                 rules: ShardingRules | None = None) -> Params:
-  """Random params (std 0.02 normal matrices, unit norms), created directly in their shardings."""
+  """Random params (std 0.02 normal matrices, unit norms), each created directly in its sharding.
+
+  One small jitted initializer per distinct (shape, sharding): layers repeat shapes, so a deep model compiles a
+  handful of programs instead of one program holding a random-number kernel per leaf (slow to compile).
+  """
   specs = param_specs(cfg)
   leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
-
-  def make(keys):
-    out = []
-    for spec, k in zip(leaves, keys):
-      if spec.init == "ones":
-        out.append(jnp.ones(spec.shape, cfg.dtype))
-      elif spec.init == "zeros":
-        out.append(jnp.zeros(spec.shape, cfg.dtype))
-      else:
-        out.append((0.02 * jax.random.normal(k, spec.shape, jnp.float32)).astype(cfg.dtype))
-    return jax.tree.unflatten(treedef, out)
-
-  keys = list(jax.random.split(key, len(leaves)))
-  if mesh is None:
-    return jax.jit(make)(keys)
-  return jax.jit(make, out_shardings=param_shardings(cfg, mesh, rules))(keys)
+  keys = jax.random.split(key, len(leaves))
+  out = []
+  for spec, k in zip(leaves, keys):
+    sharding = rules.sharding(mesh, spec.logical, spec.shape) if mesh is not None else None
+    out.append(_init_leaf(k, shape=spec.shape, dtype=cfg.param_dtype, init=spec.init, sharding=sharding))
+  return jax.tree.unflatten(treedef, out)
 
 
 # -- the decoder -----------------------------------------------------------------------------------

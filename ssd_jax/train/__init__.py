@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on self-distilled samples: grain pipeline, chunked loss, trainer, checkpoints."""

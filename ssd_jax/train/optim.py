@@ -1,0 +1,94 @@
+"""Training hyperparameters (paper defaults) and the optax optimizer they describe.
+
+Defaults follow SSD §3 / App. C.1 (instruct runs): AdamW b1 0.9, b2 0.95, weight decay 0.1, peak lr 5e-6,
+cosine to 1e-6 after 250 linear warmup steps, 2,500 steps, global batch 32. `TrainConfig.thinking()` gives
+the thinking-model schedule (50 warmup / 300 steps). Gradient clipping, loss chunking and remat are not in
+the paper; the defaults here are the common choices (clip at 1.0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything the trainer needs besides the model and the data.
+
+  Attributes:
+    learning_rate, min_learning_rate: Peak and final lr of the cosine schedule.
+    warmup_steps: Linear warmup from lr/warmup_steps at step 0 to the peak at step warmup_steps - 1.
+    total_steps: Optimizer steps; the cosine reaches min_learning_rate here.
+    global_batch_size: Rows (of DataConfig.seq_len tokens) per optimizer step, over all processes.
+    grad_accum_steps: Microbatches per step; the global batch splits evenly into them.
+    weight_decay: Decoupled weight decay, applied to matrices only (not to norm scales or biases).
+    max_grad_norm: Global-norm clipping threshold; <= 0 disables clipping.
+    remat: "none" | "full" | "dots", passed to `hidden_states`.
+    loss_chunk_size: Sequence positions per cross-entropy chunk.
+    save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options.
+    log_every: Steps between metric records.
+  """
+
+  learning_rate: float = 5e-6
+  min_learning_rate: float = 1e-6
+  warmup_steps: int = 250
+  total_steps: int = 2500
+  global_batch_size: int = 32
+  grad_accum_steps: int = 1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1
+  max_grad_norm: float = 1.0
+  remat: str = "none"
+  loss_chunk_size: int = 512
+  save_interval_steps: int = 250
+  max_to_keep: int = 3
+  async_checkpointing: bool = True
+  log_every: int = 1
+
+  def __post_init__(self):
+    if self.global_batch_size % self.grad_accum_steps:
+      raise ValueError(f"global_batch_size {self.global_batch_size} does not split into "
+                       f"{self.grad_accum_steps} microbatches")
+    if self.total_steps < 1 or self.warmup_steps < 0:
+      raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {self.total_steps}, {self.warmup_steps}")
+
+  @classmethod
+  def thinking(cls, **overrides) -> "TrainConfig":
+    """The paper's schedule for thinking models: 50 warmup / 300 steps, checkpoints every 50."""
+    return cls(**{"warmup_steps": 50, "total_steps": 300, "save_interval_steps": 50, **overrides})
+
+  def replace(self, **kwargs) -> "TrainConfig":
+    return dataclasses.replace(self, **kwargs)
+
+
+def lr_schedule(tc: TrainConfig) -> optax.Schedule:
+  """Linear warmup (never 0, so step 0 already learns) then cosine from the peak to the minimum lr."""
+  peak, low, warm, total = tc.learning_rate, tc.min_learning_rate, tc.warmup_steps, tc.total_steps
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    warmup = peak * (step + 1.0) / max(warm, 1)
+    frac = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
+    cosine = low + 0.5 * (peak - low) * (1.0 + jnp.cos(jnp.pi * frac))
+    return jnp.where(step < warm, warmup, cosine)
+
+  return schedule
+
+
+def _decay_mask(params):
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+  """Clip by global norm, then AdamW with the schedule; state takes the params' (master) dtype."""
+  adamw = optax.adamw(lr_schedule(tc), b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay,
+                      mask=_decay_mask)
+  if tc.max_grad_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(tc.max_grad_norm), adamw)
+  return adamw

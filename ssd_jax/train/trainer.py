@@ -1,0 +1,289 @@
+"""The SFT train step and loop: sharded state, gradient accumulation, orbax checkpoints with data state, metrics.
+
+Numerics: the params' dtype is the master dtype (float32 by default), and optimizer state and gradients follow
+it; `cfg.compute_dtype` is the matmul dtype inside the model (bf16 on accelerators). The loss is the
+token-weighted mean over the whole global batch: every microbatch contributes sum(weight * nll) / T, with T the
+target tokens of all microbatches together, so accumulating m microbatches equals one step on the big batch.
+MoE models add `router_aux_loss_coef * balance_loss` (mean over microbatches).
+
+One jitted `train_step(state, batch) -> (state, metrics)` donates the state. Params are placed by the model's
+logical sharding rules, optimizer state inherits their shardings, and the batch [m, B/m, S] is split over the
+batch mesh axes. Exact resume: a checkpoint holds the train state and the grain iterator state (per process),
+so a run stopped at step k and resumed is bitwise identical to one that never stopped (CPU; deterministic XLA).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ssd_jax.models import hf
+from ssd_jax.models.config import ModelConfig
+from ssd_jax.models.sharding import ShardingRules, make_mesh
+from ssd_jax.models.tokenizer import Tokenizer
+from ssd_jax.models.transformer import Params, Sharding, hidden_states, param_shardings
+from ssd_jax.train.loss import chunked_nll
+from ssd_jax.train.metrics import MetricsLogger
+from ssd_jax.train.optim import TrainConfig, lr_schedule, make_optimizer
+from ssd_jax.train.pipeline import BATCH_KEYS, DataConfig, DataStats, build_iterator
+
+log = logging.getLogger(__name__)
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar
+  params: Params
+  opt_state: Any
+
+
+def init_state(params: Params, cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules) -> TrainState:
+  """Places params on their shardings and builds the optimizer state next to them (a fresh copy: donation-safe)."""
+  params = jax.device_put(params, param_shardings(cfg, mesh, rules))
+  return _init_fn(cfg, tc, mesh, rules)(params)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules) -> Callable:
+  tx = make_optimizer(tc)
+
+  def make(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, p), opt_state=tx.init(p))
+
+  return jax.jit(make, in_shardings=(param_shardings(cfg, mesh, rules),))
+
+
+def state_shardings(state: TrainState) -> TrainState:
+  return jax.tree.map(lambda x: x.sharding, state)
+
+
+def batch_sharding(mesh: Mesh, rules: ShardingRules, shape: tuple[int, ...]) -> NamedSharding:
+  """[m, B/m, S]: rows over the batch mesh axes, microbatch and sequence axes unsplit."""
+  spec = rules.spec(("batch", None), shape[1:], mesh)
+  return NamedSharding(mesh, P(None, *spec))
+
+
+def make_train_step(cfg: ModelConfig, tc: TrainConfig, sharding: Sharding, shardings: TrainState,
+                    batch_shd: NamedSharding) -> Callable:
+  """The jitted step. batch: {BATCH_KEYS: [m, B/m, S]} (inputs/targets/segment_ids/positions int32, weights f32).
+
+  Cached on its (hashable) arguments: trainers with the same model, config and placement share one jitted
+  function and so one compilation.
+  """
+  leaves, treedef = jax.tree.flatten(shardings)
+  return _cached_train_step(cfg, tc, sharding, treedef, tuple(leaves), batch_shd)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_train_step(cfg: ModelConfig, tc: TrainConfig, sharding: Sharding, treedef, leaves: tuple,
+                       batch_shd: NamedSharding) -> Callable:
+  shardings = jax.tree.unflatten(treedef, leaves)
+  tx = make_optimizer(tc)
+  schedule = lr_schedule(tc)
+  coef = float(cfg.router_aux_loss_coef) if cfg.is_moe else 0.0
+
+  def step_fn(state: TrainState, batch: Mapping[str, jax.Array]):
+    m = batch["inputs"].shape[0]
+    total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+
+    def loss_fn(params, mb):
+      h, balance = hidden_states(params, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"],
+                                 sharding=sharding, remat=tc.remat)
+      nll, _ = chunked_nll(params, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
+      return nll / total + coef * balance / m, (nll, balance)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def micro(carry, mb):
+      grads, nll_sum, bal_sum = carry
+      (_, (nll, bal)), g = grad_fn(state.params, mb)
+      return (jax.tree.map(jnp.add, grads, g), nll_sum + nll, bal_sum + bal), None
+
+    if m == 1:  # No accumulator: saves a zero-fill and an add over every param.
+      (_, (nll_sum, bal_sum)), grads = grad_fn(state.params, jax.tree.map(lambda x: x[0], batch))
+    else:
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+      (grads, nll_sum, bal_sum), _ = jax.lax.scan(micro, init, batch)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    real = jnp.sum((batch["segment_ids"] > 0).astype(jnp.float32))
+    metrics = {"loss": nll_sum / total, "balance_loss": bal_sum / m, "grad_norm": grad_norm,
+               "lr": schedule(state.step), "target_tokens": jnp.sum(batch["weights"]), "tokens": real,
+               "padding_fraction": 1.0 - real / batch["segment_ids"].size}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(step_fn, in_shardings=(shardings, batch_shd), out_shardings=(shardings, None), donate_argnums=0)
+
+
+def loss_and_grads(params: Params, batch: Mapping[str, np.ndarray], cfg: ModelConfig, tc: TrainConfig,
+                   sharding: Sharding = Sharding()) -> tuple[jax.Array, Params]:
+  """Token-weighted loss and its gradient on a batch [m, b, S] without an optimizer; for tests and probes."""
+  m = batch["inputs"].shape[0]
+  total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+
+  def loss_fn(p):
+    out = 0.0
+    for i in range(m):
+      mb = {k: jnp.asarray(v[i]) for k, v in batch.items()}
+      h, bal = hidden_states(p, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"], sharding=sharding,
+                             remat=tc.remat)
+      nll, _ = chunked_nll(p, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
+      out = out + nll / total
+    return out
+
+  return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+
+def to_microbatches(batch: Mapping[str, np.ndarray], m: int) -> dict[str, np.ndarray]:
+  """{k: [B, S]} -> {k: [m, B/m, S]}; microbatch i takes rows i*B/m ... (i+1)*B/m - 1."""
+  out = {}
+  for k in BATCH_KEYS:
+    x = np.asarray(batch[k])
+    out[k] = x.reshape(m, x.shape[0] // m, *x.shape[1:])
+  return out
+
+
+class Trainer:
+  """Owns the mesh, the sharded train state, the checkpoint manager and the metric sinks of one SFT run.
+
+  Usage:
+    trainer = Trainer(cfg, TrainConfig(...), params, workdir, mesh=make_mesh({"data": 2, "fsdp": 4}))
+    state = trainer.fit(data_iterator)       # resumes from the latest checkpoint in workdir if there is one
+    trainer.export(out_dir, tokenizer_dir)   # HF safetensors directory
+  """
+
+  def __init__(self, cfg: ModelConfig, tc: TrainConfig, params: Params, workdir: str | None = None, *,
+               mesh: Mesh | None = None, rules: ShardingRules | None = None, tensorboard: bool = True):
+    self.cfg, self.tc = cfg, tc
+    self.mesh = mesh if mesh is not None else make_mesh(devices=jax.devices()[:1])
+    self.rules = rules or ShardingRules()
+    self.sharding = Sharding(self.mesh, self.rules)
+    self.state = init_state(params, cfg, tc, self.mesh, self.rules)
+    self.local_batch = tc.global_batch_size // jax.process_count()
+    self.workdir = workdir
+    self.manager = None
+    self.metrics = None
+    if workdir is not None:
+      options = ocp.CheckpointManagerOptions(save_interval_steps=tc.save_interval_steps, max_to_keep=tc.max_to_keep,
+                                             enable_async_checkpointing=tc.async_checkpointing)
+      self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+      if jax.process_index() == 0:
+        self.metrics = MetricsLogger(workdir, tensorboard=tensorboard)
+    self._step_fn = None
+
+  @property
+  def step_fn(self) -> Callable:
+    if self._step_fn is None:
+      m = self.tc.grad_accum_steps
+      shape = (m, self.tc.global_batch_size // m, 1)
+      self._batch_shd = batch_sharding(self.mesh, self.rules, shape)
+      self._step_fn = make_train_step(self.cfg, self.tc, self.sharding, state_shardings(self.state),
+                                      self._batch_shd)
+    return self._step_fn
+
+  def device_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows [B_local, S] -> global arrays [m, B/m, S] on the batch sharding."""
+    self.step_fn  # noqa: B018 (builds the batch sharding)
+    local = to_microbatches(batch, self.tc.grad_accum_steps)
+    return {k: jax.make_array_from_process_local_data(self._batch_shd, v) for k, v in local.items()}
+
+  def restore(self, data_iter: grain.DatasetIterator | None = None) -> int:
+    """Loads the latest checkpoint (state and, if given, the iterator position); returns its step or 0."""
+    if self.manager is None or self.manager.latest_step() is None:
+      return 0
+    step = self.manager.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    self.state = restored["state"]
+    return step
+
+  def save(self, data_iter: grain.DatasetIterator | None, force: bool = False) -> bool:
+    if self.manager is None:
+      return False
+    items = {"state": ocp.args.StandardSave(self.state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(int(self.state.step), args=ocp.args.Composite(**items), force=force)
+
+  def fit(self, data_iter: Iterator[Mapping[str, np.ndarray]], num_steps: int | None = None,
+          resume: bool = True) -> TrainState:
+    """Trains until step `num_steps` (default tc.total_steps), saving on the interval and at the end.
+
+    `data_iter` yields this process's batches {BATCH_KEYS: [global_batch / process_count, S]}; a grain
+    iterator's position is checkpointed with the state.
+    """
+    num_steps = self.tc.total_steps if num_steps is None else num_steps
+    ckpt_iter = data_iter if isinstance(data_iter, grain.DatasetIterator) else None
+    step = self.restore(ckpt_iter) if resume else 0
+    step_fn = self.step_fn
+    t_last, tokens_since = time.perf_counter(), 0.0
+    while step < num_steps:
+      batch = next(data_iter)
+      self.state, metrics = step_fn(self.state, self.device_batch(batch))
+      step += 1
+      tokens_since += float(np.sum(np.asarray(batch["segment_ids"]) > 0)) * jax.process_count()
+      if step % self.tc.log_every == 0 or step == num_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        values["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
+        t_last, tokens_since = now, 0.0
+        if self.metrics is not None:
+          self.metrics.write(step, values)
+        log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+      self.save(ckpt_iter, force=step == num_steps)
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+    return self.state
+
+  def export(self, out_dir: str, tokenizer_dir: str | None = None, dtype: str | None = None,
+             overwrite: bool = False) -> str:
+    """The current params as an HF checkpoint directory (transformers loads it unchanged)."""
+    return hf.export_hf(self.state.params, self.cfg, out_dir, tokenizer_dir=tokenizer_dir, dtype=dtype,
+                        overwrite=overwrite)
+
+  def close(self) -> None:
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+    if self.metrics is not None:
+      self.metrics.close()
+
+
+def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer: Tokenizer, data_cfg: DataConfig,
+            tc: TrainConfig, workdir: str, *, export_dir: str | None = None, tokenizer_dir: str | None = None,
+            mesh: Mesh | None = None, rules: ShardingRules | None = None, **template_kwargs: Any
+            ) -> tuple[Trainer, DataStats]:
+  """The whole SFT stage: shards -> packed batches -> train (resuming from workdir) -> optional HF export.
+
+  Bad rows are logged with their ids (and counted in the returned stats); they never stop the run.
+  """
+  data_iter, stats = build_iterator(shards, tokenizer, data_cfg, tc.global_batch_size // jax.process_count(),
+                                    **template_kwargs)
+  log.info("data: %s", stats.summary())
+  for row_id, reason in stats.bad:
+    log.warning("bad row %s: %s", row_id, reason)
+  trainer = Trainer(cfg, tc, params, workdir, mesh=mesh, rules=rules)
+  try:
+    trainer.fit(data_iter)
+    if export_dir is not None:
+      trainer.export(export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
+  finally:
+    trainer.close()
+  return trainer, stats
