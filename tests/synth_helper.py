@@ -2,6 +2,7 @@
 
 `python tests/synth_helper.py OUT_DIR TOKENIZER.model PROMPTS.jsonl SHARD_SIZE [SLEEP_S]` runs `synthesize` over a
 plain-JSONL prompt file; SLEEP_S pauses after each committed shard so that a test can SIGKILL the run mid-way.
+With SSD_COORDINATOR / SSD_NUM_PROCESSES / SSD_PROCESS_ID set it first joins a jax.distributed job.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def tiny_model(tok_bytes: bytes) -> LoadedModel:
 
 
 def main(argv: list[str]) -> None:
+  if os.environ.get("SSD_COORDINATOR"):  # one of several real processes (jax.distributed on localhost)
+    jax.distributed.initialize(os.environ["SSD_COORDINATOR"], num_processes=int(os.environ["SSD_NUM_PROCESSES"]),
+                               process_id=int(os.environ["SSD_PROCESS_ID"]))
   out_dir, tok_path, prompts_path, shard_size = argv[1:5]
   sleep_s = float(argv[5]) if len(argv) > 5 else 0.0
   with open(tok_path, "rb") as f:

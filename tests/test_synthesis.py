@@ -121,8 +121,8 @@ def test_too_long_prompts_are_reported_or_stop_the_run(model, tmp_path):
   assert not os.path.exists(tmp_path / "error" / shard_name(0))
 
 
-def _run_helper(out_dir, tok_path, prompt_file, sleep_s):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+def _run_helper(out_dir, tok_path, prompt_file, sleep_s, **env_extra):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", **env_extra}
   return subprocess.Popen([sys.executable, HELPER, out_dir, tok_path, prompt_file, str(SHARD_SIZE), str(sleep_s)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -180,3 +180,24 @@ def test_a_different_plan_is_refused(reference_run, model, prompt_file):
   with pytest.raises(SynthesisError, match="different plan"):
     synthesize(model, records[:4], ref_dir, _config())
   assert _shard_bytes(ref_dir) == before
+
+
+@pytest.mark.slow
+def test_two_real_processes_reproduce_the_single_process_output(reference_run, tok_bytes, prompt_file, tmp_path):
+  """Two processes joined by jax.distributed on localhost each sample their share; process 0 writes the manifest."""
+  import socket
+
+  ref_dir, ref_manifest = reference_run
+  tok_path = tmp_path / "tok.model"
+  tok_path.write_bytes(tok_bytes)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  out = str(tmp_path / "run")
+  procs = [_run_helper(out, str(tok_path), prompt_file, 0, SSD_COORDINATOR=f"127.0.0.1:{port}",
+                       SSD_NUM_PROCESSES="2", SSD_PROCESS_ID=str(i)) for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outputs
+  manifest = json.load(open(os.path.join(out, MANIFEST)))
+  assert manifest["finished"] and sorted({s["process_index"] for s in manifest["shards"]}) == [0, 1]
+  assert _shard_bytes(out) == _shard_bytes(ref_dir) and manifest["counts"] == ref_manifest["counts"]
