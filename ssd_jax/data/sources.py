@@ -227,6 +227,23 @@ def _row_id(row: dict, key: str) -> str | None:
   return None if value is None else str(value)
 
 
+def _problem_fields(row: dict, file: str, line: int, report: SourceReport, id_key: str, text_key: str,
+                    starter_key: str | None = None) -> tuple[str, str, str] | None:
+  """(row id, statement, starter code) of a problem row, or None after recording why the row is bad."""
+  row_id = _row_id(row, id_key)
+  if row_id is None:
+    report.bad(file, line, None, f"missing field {id_key!r}")
+    return None
+  text = _text_field(row, text_key, file, line, row_id, report)
+  starter = _text_field(row, starter_key, file, line, row_id, report, required=False) if starter_key else ""
+  if text is None or starter is None:
+    return None
+  if not text.strip():
+    report.bad(file, line, row_id, f"empty prompt ({text_key} is blank)")
+    return None
+  return row_id, text, starter
+
+
 def _as_bool(value: Any) -> bool | None:
   if isinstance(value, bool):
     return value
@@ -250,17 +267,10 @@ def load_rstar_seed(path: str, *, require_passed: bool = True, dedup: bool = Tru
   ids: dict[str, int] = {}
   out = []
   for file, line, row in _iter_rows(path, report):
-    row_id = _row_id(row, "question_id")
-    if row_id is None:
-      report.bad(file, line, None, "missing field 'question_id'")
+    fields = _problem_fields(row, file, line, report, "question_id", "question", "starter_code")
+    if fields is None:
       continue
-    question = _text_field(row, "question", file, line, row_id, report)
-    starter = _text_field(row, "starter_code", file, line, row_id, report, required=False)
-    if question is None or starter is None:
-      continue
-    if not question.strip():
-      report.bad(file, line, row_id, "empty prompt (question is blank)")
-      continue
+    row_id, question, starter = fields
     if require_passed:
       passed = _as_bool(row.get("is_passed"))
       if passed is None:
@@ -290,17 +300,10 @@ def load_livecodebench(path: str, *, report: SourceReport | None = None) -> list
   report = report or SourceReport("livecodebench", path)
   out, seen = [], set()
   for file, line, row in _iter_rows(path, report):
-    row_id = _row_id(row, "question_id")
-    if row_id is None:
-      report.bad(file, line, None, "missing field 'question_id'")
+    fields = _problem_fields(row, file, line, report, "question_id", "question_content", "starter_code")
+    if fields is None:
       continue
-    question = _text_field(row, "question_content", file, line, row_id, report)
-    starter = _text_field(row, "starter_code", file, line, row_id, report, required=False)
-    if question is None or starter is None:
-      continue
-    if not question.strip():
-      report.bad(file, line, row_id, "empty prompt (question_content is blank)")
-      continue
+    row_id, question, starter = fields
     if row_id in seen:
       report.bad(file, line, row_id, "duplicate question_id")
       continue
@@ -326,16 +329,12 @@ def load_humaneval(path: str | None = None, *, report: SourceReport | None = Non
   report = report or SourceReport("humaneval", path)
   out = []
   for file, line, row in _iter_rows(path, report):
-    row_id = _row_id(row, "task_id")
-    if row_id is None:
-      report.bad(file, line, None, "missing field 'task_id'")
+    fields = _problem_fields(row, file, line, report, "task_id", "prompt")
+    if fields is None:
       continue
-    stub = _text_field(row, "prompt", file, line, row_id, report)
+    row_id, stub, _ = fields
     entry = _text_field(row, "entry_point", file, line, row_id, report)
-    if stub is None or entry is None:
-      continue
-    if not stub.strip():
-      report.bad(file, line, row_id, "empty prompt")
+    if entry is None:
       continue
     question = f"Complete the Python function `{entry}` so that it satisfies its docstring."
     out.append(PromptRecord(row_id, question, stub, "humaneval", {"entry_point": entry}))
@@ -348,16 +347,10 @@ def load_jsonl_prompts(path: str, *, report: SourceReport | None = None) -> list
   report = report or SourceReport("jsonl", path)
   out, seen = [], set()
   for file, line, row in _iter_rows(path, report):
-    row_id = _row_id(row, "id")
-    if row_id is None:
-      report.bad(file, line, None, "missing field 'id'")
+    fields = _problem_fields(row, file, line, report, "id", "prompt")
+    if fields is None:
       continue
-    prompt = _text_field(row, "prompt", file, line, row_id, report)
-    if prompt is None:
-      continue
-    if not prompt.strip():
-      report.bad(file, line, row_id, "empty prompt")
-      continue
+    row_id, prompt, _ = fields
     if row_id in seen:
       report.bad(file, line, row_id, "duplicate id")
       continue
