@@ -25,7 +25,7 @@ def _torch_logits(model, tokens, attention_mask=None):
 
 _forward = jax.jit(transformer.forward, static_argnames=("cfg",))
 _prefill = jax.jit(transformer.prefill, static_argnames=("cfg",))
-_decode = jax.jit(transformer.decode_step, static_argnames=("cfg",))
+_decode = jax.jit(transformer.decode_step, static_argnames=("cfg", "attention"))
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -78,7 +78,8 @@ def test_rope_scaling_matches_transformers(tmp_path, rope):
   assert np.abs(ours - _torch_logits(model, tokens)).max() <= 1e-4
 
 
-def test_prefill_then_decode_equals_forward(family):
+@pytest.mark.parametrize("attention", ["blockwise", "dense"])
+def test_prefill_then_decode_equals_forward(family, attention):
   _, _, cfg, params = family
   tokens = _tokens(3, 14, cfg.vocab_size, seed=6)
   full = np.asarray(_forward(params, tokens, jnp.ones_like(tokens), cfg=cfg))
@@ -87,7 +88,7 @@ def test_prefill_then_decode_equals_forward(family):
   logits, cache = _prefill(params, tokens[:, :prompt_len], jnp.ones((3, prompt_len), bool), cache, cfg=cfg)
   np.testing.assert_allclose(np.asarray(logits), full[:, prompt_len - 1], atol=1e-4)
   for t in range(prompt_len, 14):
-    logits, cache = _decode(params, tokens[:, t], cache, cfg=cfg)
+    logits, cache = _decode(params, tokens[:, t], cache, cfg=cfg, attention=attention)
     np.testing.assert_allclose(np.asarray(logits), full[:, t], atol=1e-4)
   assert np.all(np.asarray(cache.length) == 14) and np.all(np.asarray(cache.next_pos) == 14)
 
@@ -108,6 +109,8 @@ def test_left_padded_rows_equal_unpadded(family):
   last, cache = _prefill(params, padded, valid, cache, cfg=cfg)
   next_tokens = np.array([5, 6, 7], np.int32)
   step, _ = _decode(params, next_tokens, cache, cfg=cfg)
+  dense_step, _ = _decode(params, next_tokens, cache, cfg=cfg, attention="dense")
+  np.testing.assert_allclose(np.asarray(dense_step), np.asarray(step), atol=1e-5)
   # "Unpadded" references come from transformers on each row alone (our unpadded forward matches it to
   # 1e-4 in test_logits_match_transformers); this keeps the test free of per-length recompiles.
   for i, row in enumerate(rows):

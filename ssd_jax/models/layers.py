@@ -116,20 +116,33 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
   return out.reshape(b, s, h, dh).astype(q.dtype)
 
 
-def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, slot: jax.Array,
-                     block: int = 128) -> jax.Array:
-  """Attention of one new token per row over the KV cache, reading only the filled prefix of the cache.
+DECODE_ATTENTION_IMPLS = ("blockwise", "dense")
 
-  q: [B, 1, H, Dh]; k, v: [B, K, T, Dh]; valid: [B, T]; slot: [B] (each row's newest slot). Blocks of `block`
-  slots are visited up to the largest filled slot in the batch with an online softmax, so a step costs what the
-  sequences hold, not what the cache could hold (decode is bound by reading the cache).
+
+def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, slot: jax.Array,
+                     block: int = 128, impl: str = "blockwise") -> jax.Array:
+  """Attention of one new token per row over the KV cache.
+
+  q: [B, 1, H, Dh]; k, v: [B, K, T, Dh]; valid: [B, T]; slot: [B] (each row's newest slot).
+  impl "blockwise" visits blocks of `block` slots up to the largest filled slot in the batch with an online
+  softmax, so a step reads what the sequences hold, not what the cache could hold: the right trade where a loop
+  iteration is cheap (CPU, TPU). impl "dense" is one masked pass over the whole cache: on GPUs every iteration of
+  a data-dependent loop costs a device-to-host sync, which over ~36 layers outweighs reading the empty tail.
   """
   b, _, h, dh = q.shape
   kv_heads, t = k.shape[1], k.shape[2]
-  if t % block:
-    block = t
   g = h // kv_heads
   q = q.reshape(b, kv_heads, g, dh)
+  if impl == "dense":
+    ok = valid & (jnp.arange(t, dtype=jnp.int32)[None, :] <= slot[:, None])
+    scores = jnp.einsum("bkgd,bktd->bkgt", q, k, preferred_element_type=jnp.float32) / math.sqrt(dh)
+    probs = jax.nn.softmax(jnp.where(ok[:, None, None, :], scores, _MASKED), axis=-1)
+    out = jnp.einsum("bkgt,bktd->bkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.reshape(b, 1, h, dh).astype(q.dtype)
+  if impl != "blockwise":
+    raise ValueError(f"unknown decode attention {impl!r}; expected one of {DECODE_ATTENTION_IMPLS}")
+  if t % block:
+    block = t
   limit = jnp.max(slot) + 1
   idx = jnp.arange(block, dtype=jnp.int32)
 

@@ -399,8 +399,11 @@ def prefill(params: Params, tokens: jax.Array, valid: jax.Array, cache: KVCache,
 
 
 def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig,
-                sharding: Sharding = NO_SHARDING) -> tuple[jax.Array, KVCache]:
-  """One token per row: tokens [B] -> (logits [B, V] f32, cache advanced by one slot per row)."""
+                sharding: Sharding = NO_SHARDING, attention: str = "blockwise") -> tuple[jax.Array, KVCache]:
+  """One token per row: tokens [B] -> (logits [B, V] f32, cache advanced by one slot per row).
+
+  `attention` picks `layers.decode_attention`'s implementation ("blockwise" or "dense"); both give the same values.
+  """
   sh = sharding
   b = tokens.shape[0]
   rows = jnp.arange(b)
@@ -418,8 +421,8 @@ def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelCon
     ck, cv = sh.constrain(ck, CACHE_LOGICAL), sh.constrain(cv, CACHE_LOGICAL)
     ks.append(ck)
     vs.append(cv)
-    x = x + _attn_out(layer.attn, layers.decode_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), valid, slot),
-                      cfg)
+    attn = layers.decode_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), valid, slot, impl=attention)
+    x = x + _attn_out(layer.attn, attn, cfg)
     y, _ = _ffn(layer, x, token_mask, cfg, sh)
     x = x + y
   h = layers.rms_norm(x[:, 0], params.final_norm, cfg.rms_norm_eps)

@@ -44,6 +44,9 @@ class EngineConfig:
   chunk_steps: int = 32  # decode steps per jitted call
   prompt_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
   k_max: int = 64  # top-k candidates the sampler considers (larger top_k takes the exact sort-free path)
+  # Decode attention: "blockwise" reads only filled cache blocks (CPU, TPU), "dense" avoids a data-dependent loop
+  # per layer (GPU); "auto" picks by the default backend.
+  decode_attention: str = "auto"
   return_logprobs: bool = False
 
 
@@ -87,6 +90,12 @@ class SlotState:
   params: SamplingParams
   out_tokens: jax.Array  # [B, N] int32
   out_logprobs: jax.Array  # [B, N] float32
+
+
+def decode_attention_impl(ecfg: EngineConfig) -> str:
+  if ecfg.decode_attention != "auto":
+    return ecfg.decode_attention
+  return "dense" if jax.default_backend() == "gpu" else "blockwise"
 
 
 def _bucket(n: int, buckets: Sequence[int]) -> int:
@@ -175,7 +184,8 @@ def _chunk(params, state: SlotState, seed, steps, stop_ids, *, cfg: ModelConfig,
   def body(carry):
     i, s = carry
     active = ~s.done
-    logits, cache = transformer.decode_step(params, s.last_token, s.cache, cfg, sharding)
+    logits, cache = transformer.decode_step(params, s.last_token, s.cache, cfg, sharding,
+                                            attention=decode_attention_impl(ecfg))
     # Finished rows keep their cache bookkeeping, so they never run past the end of their slot.
     cache = cache.replace(length=jnp.where(active, cache.length, s.cache.length),
                           next_pos=jnp.where(active, cache.next_pos, s.cache.next_pos),

@@ -1,0 +1,281 @@
+"""Accelerator benchmark: decode tokens/s and SFT MFU of a Qwen3-4B-shaped model beside the chip's roofline.
+
+  python -m ssd_jax.bench.device [--size qwen3-4b|toy] [--decode-batch 64] [--prompt-tokens 256]
+                                 [--new-tokens 256] [--train-batch 8] [--seq 2048] [--train-steps 4]
+                                 [--remat full] [--peak-tflops X] [--hbm-gbps Y] [--skip decode|train]
+
+One prepared script for a lent GPU/TPU machine (and a CPU smoke run at --size toy). A random-init model
+with Qwen3-4B's shapes (36 layers, d 2560, 32/8 heads of 128, MLP 9728, vocab 151,936, tied embeddings, QK-norm):
+
+- decode: the engine (fused temperature / top-k / top-p sampling in the jitted step) on bf16 weights, every
+  row generating exactly --new-tokens tokens (no stop tokens); tokens/s over wall time after a warm-up call
+  with the same shapes. Roofline: each decode step must read every weight once and the K/V of every filled
+  cache position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
+- train: the SFT step (float32 master weights and AdamW state, bf16 matmuls, remat, chunked cross-entropy) on
+  a [train-batch, seq] batch of random tokens; MFU = model FLOPs/s / peak, model FLOPs per token =
+  6 * (non-embedding matmul params + the LM head) + 12 * layers * seq * heads * head_dim (PaLM's convention:
+  full attention, remat recomputation not counted).
+
+Peaks come from a table of published dense bf16 FLOP/s and HBM bandwidth keyed by device kind (override with
+--peak-tflops / --hbm-gbps). The same run also measures its peers on the chip: an 8192^3 bf16 matmul and a
+device-to-device copy, so each result is printed against both the datasheet and what this chip reached.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssd_jax.models.config import ModelConfig
+from ssd_jax.models.sharding import ShardingRules, make_mesh
+from ssd_jax.models.transformer import ParamSpec, Sharding, init_params, param_specs
+
+# Dense bf16 FLOP/s and HBM bytes/s from the vendors' datasheets (SXM parts for NVIDIA).
+DATASHEET = {
+    "H200": (989e12, 4.8e12),
+    "H100": (989e12, 3.35e12),
+    "A100": (312e12, 2.039e12),
+    "TPU v6": (918e12, 1.64e12),
+    "TPU v5p": (459e12, 2.765e12),
+    "TPU v5": (197e12, 0.819e12),  # v5e ("TPU v5 lite")
+    "TPU v4": (275e12, 1.2e12),
+}
+
+SIZES = {
+    "qwen3-4b": dict(vocab_size=151936, hidden_size=2560, num_layers=36, num_heads=32, num_kv_heads=8, head_dim=128,
+                     intermediate_size=9728),
+    "toy": dict(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                intermediate_size=128),
+}
+
+
+def model_config(size: str, param_dtype: str) -> ModelConfig:
+  return ModelConfig(model_type="qwen3", rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=40960,
+                     tie_word_embeddings=True, qk_norm=True, param_dtype=param_dtype, compute_dtype="bfloat16",
+                     **SIZES[size])
+
+
+def datasheet_peaks(device: jax.Device) -> tuple[float | None, float | None]:
+  kind = device.device_kind
+  for name, peaks in DATASHEET.items():
+    if name in kind:
+      return peaks
+  return None, None
+
+
+def param_counts(cfg: ModelConfig) -> tuple[int, int]:
+  """(all parameters, matmul parameters per token incl. the LM head, excl. the embedding lookup)."""
+  shapes = [spec.shape for spec in jax.tree.leaves(param_specs(cfg), is_leaf=lambda x: isinstance(x, ParamSpec))]
+  total = int(sum(np.prod(s) for s in shapes))
+  matrices = int(sum(np.prod(s) for s in shapes if len(s) >= 2))
+  # The embedding is a lookup, not a matmul; a tied LM head reuses it as one (an untied head is a matrix already).
+  embed = cfg.vocab_size * cfg.hidden_size
+  return total, matrices - (0 if cfg.tie_word_embeddings else embed)
+
+
+def measure_matmul_tflops(n: int) -> float:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, b).block_until_ready()
+  reps = 10
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = f(a, b)
+  out.block_until_ready()
+  return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def measure_copy_gbps(nbytes: int) -> float:
+  x = jnp.zeros((nbytes // 2,), jnp.bfloat16)
+  f = jax.jit(lambda v: v + jnp.asarray(1, v.dtype))  # one read and one write of every element
+  f(x).block_until_ready()
+  reps = 10
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    y = f(x)
+  y.block_until_ready()
+  return 2 * x.size * 2 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _time_call(fn, *args, reps: int = 10) -> float:
+  jax.block_until_ready(fn(*args))
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / reps
+
+
+def decode_breakdown(params, cfg: ModelConfig, sharding: Sharding, batch: int, filled: int, cache_len: int) -> dict:
+  """Milliseconds of one model step (each attention impl) and of one sampling call, at `filled` cache slots."""
+  from ssd_jax.models import transformer
+  from ssd_jax.sampling.sampler import sample
+
+  cache = transformer.init_cache(cfg, batch, cache_len, sharding=sharding)
+  cache = cache.replace(valid=jnp.broadcast_to(jnp.arange(cache_len) < filled, (batch, cache_len)),
+                        length=jnp.full((batch,), filled, jnp.int32), next_pos=jnp.full((batch,), filled, jnp.int32))
+  tokens = jnp.zeros((batch,), jnp.int32)
+  out = {}
+  for impl in ("blockwise", "dense"):
+    step = jax.jit(lambda p, t, c, impl=impl: transformer.decode_step(p, t, c, cfg, sharding, attention=impl)[0])
+    out[f"model_step_ms_{impl}"] = 1e3 * _time_call(step, params, tokens, cache)
+  logits = jax.random.normal(jax.random.key(1), (batch, cfg.vocab_size), jnp.float32) * 4
+  draw = jax.jit(lambda key, x: sample(key, x, 0.7, 20, 0.8))
+  out["sample_ms"] = 1e3 * _time_call(draw, jax.random.key(2), logits)
+  return out
+
+
+def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
+  from ssd_jax.sampling.engine import Engine, EngineConfig, Request, decode_attention_impl
+
+  cfg = model_config(args.size, "bfloat16")
+  mesh = make_mesh({"tensor": -1})
+  sharding = Sharding(mesh, ShardingRules())
+  params = init_params(cfg, jax.random.key(0), mesh, sharding.rules)
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(0, cfg.vocab_size, args.prompt_tokens).tolist() for _ in range(args.decode_batch)]
+  requests = [Request(p, max_new_tokens=args.new_tokens, temperature=0.7, top_k=20, top_p=0.8) for p in prompts]
+  cache_len = args.prompt_tokens + args.new_tokens
+  ecfg = EngineConfig(batch_size=args.decode_batch, max_cache_len=-(-cache_len // 128) * 128 + 128,
+                      chunk_steps=args.chunk_steps, prompt_buckets=(args.prompt_tokens,),
+                      decode_attention=args.decode_attention)
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg, sharding=sharding)
+  t0 = time.perf_counter()
+  engine.generate(requests, seed=1)
+  warmup_s = time.perf_counter() - t0
+  steps_before = engine.stats["decode_steps"]
+  t0 = time.perf_counter()
+  out = engine.generate(requests, seed=2)
+  wall = time.perf_counter() - t0
+  tokens = sum(c.num_tokens for row in out for c in row)
+  steps = engine.stats["decode_steps"] - steps_before
+  breakdown = {}
+  if not args.no_breakdown:
+    engine_cache = -(-(args.prompt_tokens + args.new_tokens) // 128) * 128
+    breakdown = decode_breakdown(params, cfg, sharding, args.decode_batch, args.prompt_tokens + args.new_tokens // 2,
+                                 engine_cache)
+  total, _ = param_counts(cfg)
+  weight_bytes = total * 2
+  kv_bytes_per_position = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 2
+  # Step t (0-based) attends over prompt + t + 1 positions in each row.
+  positions_read = args.decode_batch * sum(args.prompt_tokens + t + 1 for t in range(args.new_tokens))
+  bytes_read = args.new_tokens * weight_bytes + positions_read * kv_bytes_per_position
+  result = {"tokens": tokens, "wall_s": wall, "warmup_s": warmup_s, "tokens_per_s": tokens / wall,
+            "decode_steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1), "params": total,
+            "weight_gb": weight_bytes / 1e9, "bytes_read_per_token": bytes_read / tokens,
+            "attention_impl": decode_attention_impl(ecfg), **breakdown}
+  if hbm_bytes_s:
+    result["roofline_tokens_per_s"] = tokens * hbm_bytes_s / bytes_read
+    result["fraction_of_roofline"] = result["tokens_per_s"] / result["roofline_tokens_per_s"]
+  return result
+
+
+def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
+  from ssd_jax.train.optim import TrainConfig
+  from ssd_jax.train.trainer import Trainer
+
+  cfg = model_config(args.size, "float32")
+  mesh = make_mesh({"fsdp": -1})
+  params = init_params(cfg, jax.random.key(0), mesh, ShardingRules())
+  tc = TrainConfig(global_batch_size=args.train_batch, learning_rate=1e-5, warmup_steps=0, total_steps=100,
+                   remat=args.remat, loss_chunk_size=min(args.seq, 512))
+  trainer = Trainer(cfg, tc, params, mesh=mesh)
+  del params
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, cfg.vocab_size, (args.train_batch, args.seq + 1)).astype(np.int32)
+  ones = np.ones((args.train_batch, args.seq), np.int32)
+  batch = trainer.device_batch({"inputs": ids[:, :-1], "targets": ids[:, 1:], "weights": ones.astype(np.float32),
+                                "segment_ids": ones,
+                                "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), ones.shape)})
+  step_fn = trainer.step_fn
+  t0 = time.perf_counter()
+  trainer.state, metrics = step_fn(trainer.state, batch)
+  first_loss = float(jax.block_until_ready(metrics)["loss"])
+  warmup_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(args.train_steps):
+    trainer.state, metrics = step_fn(trainer.state, batch)
+  last_loss = float(jax.block_until_ready(metrics)["loss"])
+  step_s = (time.perf_counter() - t0) / args.train_steps
+  total, matmul = param_counts(cfg)
+  flops_per_token = 6 * matmul + 12 * cfg.num_layers * args.seq * cfg.num_heads * cfg.head_dim
+  tokens_per_s = args.train_batch * args.seq / step_s
+  result = {"step_s": step_s, "warmup_s": warmup_s, "tokens_per_s": tokens_per_s, "params": total,
+            "matmul_params": matmul, "flops_per_token": flops_per_token,
+            "model_tflops_per_s": tokens_per_s * flops_per_token / 1e12, "loss_first": first_loss,
+            "loss_last": last_loss}
+  if peak_flops:
+    result["mfu"] = tokens_per_s * flops_per_token / peak_flops
+  return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(prog="python -m ssd_jax.bench.device", description=__doc__.split("\n")[0])
+  parser.add_argument("--size", default="qwen3-4b", choices=sorted(SIZES))
+  parser.add_argument("--decode-batch", type=int, default=64)
+  parser.add_argument("--prompt-tokens", type=int, default=256)
+  parser.add_argument("--new-tokens", type=int, default=256)
+  parser.add_argument("--chunk-steps", type=int, default=64)
+  parser.add_argument("--decode-attention", default="auto", choices=("auto", "blockwise", "dense"))
+  parser.add_argument("--no-breakdown", action="store_true", help="skip timing the model step and sampler alone")
+  parser.add_argument("--train-batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=2048)
+  parser.add_argument("--train-steps", type=int, default=4, help="timed steps after one warm-up step")
+  parser.add_argument("--remat", default="full", choices=("none", "full", "dots"))
+  parser.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet bf16 peak")
+  parser.add_argument("--hbm-gbps", type=float, default=None, help="override the datasheet HBM bandwidth")
+  parser.add_argument("--matmul-n", type=int, default=8192, help="size of the measured peer matmul")
+  parser.add_argument("--copy-mb", type=int, default=4096, help="size of the measured peer copy")
+  parser.add_argument("--skip", action="append", default=[], choices=("decode", "train"))
+  args = parser.parse_args(argv)
+
+  device = jax.devices()[0]
+  peak_flops, hbm = datasheet_peaks(device)
+  peak_flops = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops
+  hbm = args.hbm_gbps * 1e9 if args.hbm_gbps else hbm
+  result: dict = {"bench": "device", "size": args.size, "device_kind": device.device_kind,
+                  "device_count": jax.device_count(), "platform": device.platform, "jax": jax.__version__,
+                  "datasheet_peak_tflops": peak_flops and peak_flops / 1e12, "datasheet_hbm_gbps": hbm and hbm / 1e9}
+  n_chips = jax.device_count()
+  print(f"{device.device_kind} x{n_chips} ({device.platform}), jax {jax.__version__}, size {args.size}", flush=True)
+  result["measured_matmul_tflops"] = measure_matmul_tflops(args.matmul_n)
+  result["measured_copy_gbps"] = measure_copy_gbps(args.copy_mb << 20)
+  print(f"peers on this chip: {args.matmul_n}^3 bf16 matmul {result['measured_matmul_tflops']:.1f} TFLOP/s; "
+        f"copy {result['measured_copy_gbps']:.0f} GB/s (datasheet {peak_flops and peak_flops / 1e12} TFLOP/s, "
+        f"{hbm and hbm / 1e9} GB/s)", flush=True)
+
+  if "decode" not in args.skip:
+    d = bench_decode(args, hbm * n_chips if hbm else None)
+    d["measured_copy_roofline_tokens_per_s"] = result["measured_copy_gbps"] * 1e9 * n_chips / d["bytes_read_per_token"]
+    d["fraction_of_measured_copy_roofline"] = d["tokens_per_s"] / d["measured_copy_roofline_tokens_per_s"]
+    result["decode"] = d
+    roof = f", roofline {d['roofline_tokens_per_s']:.0f} ({100 * d['fraction_of_roofline']:.1f}%)" if hbm else ""
+    print(f"decode bf16 batch {args.decode_batch}, prompt {args.prompt_tokens}, {args.new_tokens} new: "
+          f"{d['tokens_per_s']:.0f} tokens/s, {d['ms_per_step']:.2f} ms/step{roof}; "
+          f"{100 * d['fraction_of_measured_copy_roofline']:.1f}% of the measured-copy roofline "
+          f"(warm-up {d['warmup_s']:.0f} s, attention {d['attention_impl']})", flush=True)
+    if "sample_ms" in d:
+      print(f"  one step alone at mid-generation fill: model {d['model_step_ms_blockwise']:.2f} ms (blockwise "
+            f"attention) / {d['model_step_ms_dense']:.2f} ms (dense); sampling {d['sample_ms']:.2f} ms", flush=True)
+  if "train" not in args.skip:
+    t = bench_train(args, peak_flops * n_chips if peak_flops else None)
+    t["fraction_of_measured_matmul"] = t["model_tflops_per_s"] / (result["measured_matmul_tflops"] * n_chips)
+    result["train"] = t
+    mfu = f", MFU {100 * t['mfu']:.1f}%" if peak_flops else ""
+    print(f"train f32 master / bf16 compute, batch {args.train_batch} x {args.seq}, remat {args.remat}: "
+          f"{t['tokens_per_s']:.0f} tokens/s, {t['model_tflops_per_s']:.1f} model TFLOP/s{mfu}; "
+          f"{100 * t['fraction_of_measured_matmul']:.1f}% of the measured matmul "
+          f"(loss {t['loss_first']:.3f} -> {t['loss_last']:.3f}, warm-up {t['warmup_s']:.0f} s)", flush=True)
+  print(json.dumps(result))
+  return result
+
+
+if __name__ == "__main__":
+  main()

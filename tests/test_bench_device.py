@@ -1,0 +1,27 @@
+"""CPU smoke run of the accelerator benchmark at toy size: both phases run and the JSON line is complete."""
+
+import json
+
+import pytest
+
+from ssd_jax.bench import device
+
+
+@pytest.mark.slow
+def test_device_bench_toy_cpu(capsys):
+  result = device.main(["--size", "toy", "--decode-batch", "4", "--prompt-tokens", "16", "--new-tokens", "8",
+                        "--chunk-steps", "4", "--train-batch", "2", "--seq", "32", "--train-steps", "2",
+                        "--matmul-n", "128", "--copy-mb", "4"])
+  last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert last == json.loads(json.dumps(result))
+  assert last["decode"]["tokens"] == 4 * 8 and last["decode"]["decode_steps"] == 7
+  assert last["train"]["loss_last"] < last["train"]["loss_first"]
+  # CPU has no datasheet entry: no roofline or MFU is invented for it.
+  assert "mfu" not in last["train"] and "roofline_tokens_per_s" not in last["decode"]
+  assert last["train"]["matmul_params"] == 64 * 512 + 2 * (64 * 4 * 16 * 2 + 64 * 2 * 16 * 2 + 3 * 64 * 128)
+
+
+def test_qwen3_4b_shape_has_4b_params():
+  total, matmul = device.param_counts(device.model_config("qwen3-4b", "bfloat16"))
+  assert total == 4_022_468_096  # Qwen3-4B's published parameter count (tied embeddings)
+  assert matmul == total - 196_096  # all but the norm scales: 36 * (2 * 2560 + 2 * 128) + 2560
