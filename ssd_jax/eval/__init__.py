@@ -1,0 +1,1 @@
+"""Code evaluation: a process sandbox, LiveCodeBench and HumanEval runners, pass@k."""

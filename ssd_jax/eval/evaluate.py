@@ -1,0 +1,222 @@
+"""Evaluation runs: sample n completions per problem at each T_eval, judge them in the sandbox, score pass@k.
+
+Outputs, per run tag (e.g. "base_T0.7") in `out_dir`:
+- `<tag>.samples.jsonl`: one line per problem {"problem_id", "completions": [n texts], "finish_reasons"}; a
+  complete file is reused on a rerun (sampling is deterministic in (seed, problem, sample), so a partial file is
+  simply regenerated);
+- `<tag>.results.jsonl`: one line per (problem, sample) {problem_id, sample_index, verdict, tests_passed,
+  tests_total, wall_s, isolation, details}, appended batch by batch and fsync'ed; a rerun judges only what is
+  missing (a torn last line from a kill is dropped);
+- `<tag>.summary.json`: pass@k overall / per difficulty / per platform, verdict counts, the no-code fraction, the
+  execution mode, timeout and isolation level, the sampling settings and the exact problem-id list.
+
+HumanEval is scored the usual way for chat models: the last fenced block of the answer is the completion that
+follows the prompt (a full `def` re-defines the stub); an answer without a fence is used as raw text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from ssd_jax.data.prompts import render_prompts
+from ssd_jax.data.sources import PromptRecord
+from ssd_jax.eval.extract import extract_code
+from ssd_jax.eval.judge import SampleResult, judge_many
+from ssd_jax.eval.lcb import Problem
+from ssd_jax.eval.passk import score
+
+__all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "prompt_record",
+           "sample_completions", "score_samples"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+  """How completions are drawn for evaluation (LCB's harness: n 10; the T_eval sweep is the experiment)."""
+
+  n: int = 10
+  temperature: float = 0.7
+  top_k: int = 20
+  top_p: float = 0.8
+  max_new_tokens: int = 4096
+  prompt_style: str = "lcb"
+  system_message: str | None = None
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """How completions are judged and scored."""
+
+  mode: str = "lcb_compat"  # or "plain" (code_eval.md §10.1)
+  timeout_s: float = 6.0  # per test, LCB's default
+  ks: tuple[int, ...] = (1, 5)
+  judge_batch: int = 64  # samples judged between appends to the results file (the resume granularity)
+
+
+def prompt_record(problem: Problem) -> PromptRecord:
+  """The synthesis-side prompt record of an evaluation problem (the same wording for sampling and evaluation)."""
+  if problem.mode == "humaneval":
+    question = f"Complete the Python function `{problem.entry_point}` so that it satisfies its docstring."
+    return PromptRecord(problem.id, question, problem.prompt, "humaneval", {"entry_point": problem.entry_point})
+  meta = {"platform": problem.platform, "difficulty": problem.difficulty}
+  return PromptRecord(problem.id, problem.question, problem.starter_code, "livecodebench", meta)
+
+
+def humaneval_completion(text: str) -> str:
+  """The text appended to a HumanEval prompt: the last fenced block, or the raw answer when it has no fence."""
+  extraction = extract_code(text)
+  return extraction.code if extraction.fence_count >= 2 else text
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  rows = []
+  if not os.path.exists(path):
+    return rows
+  with open(path, "rb") as f:
+    for raw in f:
+      if not raw.endswith(b"\n"):
+        break  # torn by a kill mid-write: that batch is judged again
+      rows.append(json.loads(raw))
+  return rows
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _result_from_json(row: Mapping[str, Any]) -> SampleResult:
+  return SampleResult(row["problem_id"], int(row["sample_index"]), row["verdict"], int(row["tests_passed"]),
+                      int(row["tests_total"]), float(row["wall_s"]), row["isolation"], row.get("details", {}))
+
+
+def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
+                  settings: EvalSettings = EvalSettings(), out_dir: str | None = None, tag: str = "eval",
+                  extra: Mapping[str, Any] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+  """Judges every sample of every problem and returns (and writes, with `out_dir`) the summary.
+
+  Args:
+    samples: problem id -> model answers (raw text; HumanEval answers go through `humaneval_completion`).
+    sandbox: a `Sandbox` (anything with `run_many` and `isolation`).
+    extra: merged into the summary (e.g. the sampling settings).
+  """
+  by_id = {p.id: p for p in problems}
+  missing = sorted(set(by_id) - set(samples))
+  if missing:
+    raise ValueError(f"no samples for problems {missing[:10]} ({len(missing)} in all)")
+  results_path = os.path.join(out_dir, f"{tag}.results.jsonl") if out_dir else None
+  done: dict[tuple[str, int], SampleResult] = {}
+  if results_path:
+    os.makedirs(out_dir, exist_ok=True)
+    for row in _read_jsonl(results_path):
+      done[(row["problem_id"], int(row["sample_index"]))] = _result_from_json(row)
+    # Rewrite without a torn tail, so appends start on a line boundary.
+    with open(results_path, "w") as f:
+      f.writelines(json.dumps(r.to_json()) + "\n" for r in done.values())
+  todo = []
+  for problem in problems:
+    for index, text in enumerate(samples[problem.id]):
+      if (problem.id, index) not in done:
+        todo.append((problem, humaneval_completion(text) if problem.mode == "humaneval" else text, index))
+  total = sum(len(samples[p.id]) for p in problems)
+  for start in range(0, len(todo), settings.judge_batch):
+    batch = judge_many(todo[start:start + settings.judge_batch], sandbox, mode=settings.mode,
+                       timeout_s=settings.timeout_s)
+    for r in batch:
+      done[(r.problem_id, r.sample_index)] = r
+    if results_path:
+      with open(results_path, "a") as f:
+        f.writelines(json.dumps(r.to_json()) + "\n" for r in batch)
+        f.flush()
+        os.fsync(f.fileno())
+    if progress is not None:
+      progress(len(done), total)
+  results = [done[(p.id, i)] for p in problems for i in range(len(samples[p.id]))]
+  summary = score(results, problems, settings.ks)
+  no_code = sum(r.verdict == "NO_CODE" for r in results)
+  summary.update({
+      "tag": tag, "mode": settings.mode, "timeout_s": settings.timeout_s, "isolation": sandbox.isolation,
+      "no_code_fraction": no_code / max(len(results), 1), "problem_ids": [p.id for p in problems],
+      "judge_wall_s": sum(r.wall_s for r in results), **dict(extra or {})})
+  if out_dir:
+    _write_json_atomic(os.path.join(out_dir, f"{tag}.summary.json"), summary)
+  return summary
+
+
+def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling: SamplingSettings, *,
+                       max_prompt_tokens: int | None = None, chat_template_kwargs: Mapping[str, Any] | None = None,
+                       progress: Callable[[int, int], None] | None = None
+                       ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+  """n answers per problem from `engine` -> ({problem id: texts}, {problem id: finish reasons}).
+
+  Prompts are rendered exactly as for synthesis (`data.prompts`), through the model's chat template. A prompt
+  that does not fit is an error here (an evaluation never drops problems silently).
+  """
+  from ssd_jax.sampling.engine import Request
+
+  rendered = render_prompts([prompt_record(p) for p in problems], tokenizer, style=sampling.prompt_style,
+                            system_message=sampling.system_message, max_prompt_tokens=max_prompt_tokens,
+                            chat_template_kwargs=chat_template_kwargs)
+  if len(rendered) != len(problems):
+    dropped = sorted({p.id for p in problems} - {r.record.id for r in rendered})
+    raise ValueError(f"prompts too long for the context: {dropped[:10]} ({len(dropped)} in all)")
+  requests = [Request(r.ids, n=sampling.n, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                      top_k=sampling.top_k, top_p=sampling.top_p) for r in rendered]
+  out = engine.generate(requests, seed=sampling.seed, progress=progress)
+  stop = set(int(s) for s in tokenizer.stop_ids)
+  texts, reasons = {}, {}
+  for problem, row in zip(problems, out):
+    texts[problem.id] = [tokenizer.decode(c.tokens[:-1] if c.tokens and c.tokens[-1] in stop else c.tokens)
+                         for c in row]
+    reasons[problem.id] = [c.finish_reason for c in row]
+  return texts, reasons
+
+
+def _load_samples(path: str, problems: Sequence[Problem], n: int) -> dict[str, list[str]] | None:
+  rows = {row["problem_id"]: row for row in _read_jsonl(path)}
+  if all(p.id in rows and len(rows[p.id]["completions"]) == n for p in problems):
+    return {p.id: list(rows[p.id]["completions"]) for p in problems}
+  return None
+
+
+def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temperatures: Sequence[float], *,
+                   sampling: SamplingSettings = SamplingSettings(), settings: EvalSettings = EvalSettings(),
+                   out_dir: str, tag: str = "eval", max_prompt_tokens: int | None = None,
+                   chat_template_kwargs: Mapping[str, Any] | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Samples and scores the problems at every T_eval; returns {"runs": {T: summary}, "best": {...}}.
+
+  Each temperature is its own tag (`<tag>_T<T>`), so a killed sweep resumes at the first unfinished one.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  runs = {}
+  for temperature in temperatures:
+    run_tag = f"{tag}_T{temperature:g}"
+    run_sampling = dataclasses.replace(sampling, temperature=float(temperature))
+    samples_path = os.path.join(out_dir, f"{run_tag}.samples.jsonl")
+    texts = _load_samples(samples_path, problems, run_sampling.n)
+    if texts is None:
+      texts, reasons = sample_completions(engine, tokenizer, problems, run_sampling,
+                                          max_prompt_tokens=max_prompt_tokens,
+                                          chat_template_kwargs=chat_template_kwargs)
+      tmp = f"{samples_path}.tmp.{os.getpid()}"
+      with open(tmp, "w") as f:
+        for p in problems:
+          f.write(json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id]}) + "\n")
+      os.replace(tmp, samples_path)
+    summary = score_samples(problems, texts, sandbox, settings=settings, out_dir=out_dir, tag=run_tag,
+                            extra={"sampling": dataclasses.asdict(run_sampling)})
+    runs[f"{temperature:g}"] = summary
+    overall = ", ".join(f"{k} {v:.4f}" for k, v in summary["overall"].items())
+    log(f"{run_tag}: {overall} ({summary['n_problems']} problems x {run_sampling.n}; results in "
+        f"{os.path.join(out_dir, run_tag)}.*)")
+  best_t = max(runs, key=lambda t: runs[t]["overall"].get("pass@1", 0.0))
+  return {"runs": runs, "best": {"temperature": float(best_t), **runs[best_t]["overall"]}}

@@ -1,0 +1,506 @@
+"""Process sandbox for untrusted, model-written Python (code_eval.md §10).
+
+Every run is a fresh process tree launched (argv only, see `isolation.py`) as
+
+  setpriv --reuid U --regid U --clear-groups --no-new-privs --pdeathsig KILL
+    prlimit --as --cpu --nproc --nofile --fsize --core=0 --stack --
+      bash -c '<renumber the result pipe to fd 3>' bwrap <namespaces, minimal binds> python3 -I -B ... ARGV
+
+so no Python code runs between fork and exec in this (threaded) parent; a run costs about 15-20 ms more than a
+bare interpreter start. Slot i runs as the dedicated host uid `base_uid + i`: dropping root first is what makes
+RLIMIT_NPROC bite (root ignores it) and what stops signals to the evaluator or to other slots. A slot uid is a
+machine-wide exclusive resource (an flock per uid) because after each run every process still owned by that uid
+is SIGKILLed; two sandboxes sharing a `base_uid` serialize instead of killing each other's programs.
+
+Isolation levels, recorded in every `RunResult.isolation`:
+
+- "bwrap": bubblewrap with new user/pid/net/ipc/uts/cgroup/mount namespaces, no nested user namespaces, all caps
+  dropped, the explicit environment `isolation.ENV`, read-only /usr (plus the merged-/usr symlinks) and the
+  program files at /sandbox, a size-capped private tmpfs at /tmp, and nothing else of the host filesystem (no
+  /etc, /home, /root, /work). The network namespace has only its own loopback. The program runs as pid 1 of its
+  namespace (`--as-pid-1`): when it exits the kernel kills every process it left behind, there is no bwrap init
+  beside it to ptrace or stop, and, as for any init, signals it sends to itself are ignored unless it installed
+  a handler (SIGKILL from outside, faults and rlimit kills still work). bwrap reports a child killed by
+  signal N as exit status 128+N; that is unfolded back to `signal=N`, so `sys.exit(137)` reads as SIGKILL
+  (a failure either way).
+- "process" (fallback when bwrap is missing or unusable, e.g. on a bare lent machine): the same uid drop,
+  rlimits, no_new_privs, parent-death signal and explicit environment, a new session, a fresh cwd owned by the
+  slot uid (removed afterwards), and private network and pid namespaces (`unshare --net --pid --fork`, as
+  root; the program is pid 1 there, as under bwrap, but /proc still shows the host's processes). Arguments under
+  /sandbox are rewritten to the run's file directory, so a runner must locate its files relative to its own
+  `__file__`. Residual risks (code_eval.md §10.5): the program sees the host filesystem with the slot uid's
+  permissions, so world-readable project or data files are readable (keep data files 0600 root) and
+  world-writable places such as /tmp can be written (bounded per file by RLIMIT_FSIZE, not in total); it sees
+  other processes in /proc (without being able to signal them); if the pid namespace is unavailable, `setsid`
+  escapes the process group and only the per-uid kill after the run catches such a process.
+- "bwrap-nouid" / "process-nouid": the evaluator is not root, so no uid can be dropped; all slots share the
+  evaluator's uid, RLIMIT_NPROC counts the evaluator's own processes, and no per-uid kill is done (it would hit
+  the evaluator). "process-nouid" also has network access. For development only.
+
+The parent never decodes output: stdout (capped; over the cap the run is killed), the stderr tail and the frames
+of the result channel (fd 3 in the child, 4-byte big-endian length + payload) come back as bytes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import math
+import os
+import queue
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+
+from ssd_jax.eval import isolation as iso
+
+_CHUNK = 1 << 16
+_STATUS_CAP = 1 << 16
+_FRAME_HEADER = 4
+_MLE_RSS_FRACTION = 0.8
+
+
+class SandboxError(RuntimeError):
+  """The sandbox cannot be set up as configured."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxConfig:
+  """Limits and isolation for every run of a `Sandbox`."""
+
+  isolation: str = "auto"
+  python: str = "/usr/bin/python3"
+  python_flags: tuple[str, ...] = ("-I", "-B", "-X", "int_max_str_digits=50000")
+  wall_timeout_s: float = 10.0
+  cpu_seconds: int | None = None
+  memory_bytes: int = 4 << 30
+  nproc: int = 64
+  nofile: int = 128
+  fsize_bytes: int = 64 << 20
+  stack_bytes: int = 256 << 20
+  tmpfs_bytes: int = 256 << 20
+  stdout_cap: int = 64 << 20
+  stderr_cap: int = 64 << 10
+  frames_cap: int = 64 << 20
+  workers: int = 2
+  base_uid: int = 61000
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """Files placed read-only in /sandbox, the interpreter's arguments, and stdin (a read-only file on fd 0)."""
+
+  files: Mapping[str, bytes]
+  argv: tuple[str, ...]
+  stdin: bytes = b""
+  wall_timeout_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """What one run did. Bytes are returned undecoded; `failure_verdict` classifies non-clean exits."""
+
+  outcome: str
+  returncode: int | None
+  signal: int | None
+  stdout: bytes
+  stdout_truncated: bool
+  stderr: bytes
+  frames: tuple[bytes, ...]
+  frames_error: str | None
+  wall_s: float
+  isolation: str
+  error: str | None = None
+  cpu_s: float | None = None
+  max_rss_bytes: int | None = None
+  cpu_limit_s: int | None = None
+  memory_limit_bytes: int | None = None
+  stragglers: int = 0
+
+
+def failure_verdict(result: RunResult) -> str | None:
+  """TLE / OLE / MLE / RE / SANDBOX_ERROR for a run that did not exit 0, else None (judge it by its output).
+
+  MLE: MemoryError in the stderr tail, or killed with a peak RSS near the address-space limit. TLE: the wall
+  timeout, SIGXCPU, or death after using the whole CPU budget (the hard limit sends SIGKILL).
+  """
+  if result.outcome == "sandbox_error":
+    return "SANDBOX_ERROR"
+  if result.outcome == "timeout":
+    return "TLE"
+  if result.outcome == "output_limit":
+    return "OLE"
+  if result.outcome == "exited" and result.returncode == 0:
+    return None
+  if b"MemoryError" in result.stderr:
+    return "MLE"
+  if result.signal == signal.SIGXCPU or (
+      result.cpu_s is not None and result.cpu_limit_s is not None and result.cpu_s >= result.cpu_limit_s):
+    return "TLE"
+  if (result.signal is not None and result.max_rss_bytes is not None and result.memory_limit_bytes is not None
+      and result.max_rss_bytes >= _MLE_RSS_FRACTION * result.memory_limit_bytes):
+    return "MLE"
+  return "RE"
+
+
+class _Capture:
+  """Incremental, capped readers for one run's stdout, stderr, result channel and bwrap status pipe."""
+
+  def __init__(self, cfg: SandboxConfig):
+    self.cfg = cfg
+    self.stdout = bytearray()
+    self.stdout_truncated = False
+    self.stderr = bytearray()
+    self.status = bytearray()
+    self.frames: list[bytes] = []
+    self.frames_error: str | None = None
+    self._frame_buf = bytearray()
+    self._frame_bytes = 0
+
+  def add_stdout(self, data: bytes) -> bool:
+    """Appends stdout; False once the cap is exceeded (the run must be killed)."""
+    room = self.cfg.stdout_cap - len(self.stdout)
+    self.stdout += data[:room]
+    if len(data) > room:
+      self.stdout_truncated = True
+    return not self.stdout_truncated
+
+  def add_stderr(self, data: bytes) -> None:
+    self.stderr += data
+    if len(self.stderr) > self.cfg.stderr_cap:
+      del self.stderr[:len(self.stderr) - self.cfg.stderr_cap]
+
+  def add_status(self, data: bytes) -> None:
+    self.status += data[:_STATUS_CAP - len(self.status)]
+
+  def add_frames(self, data: bytes) -> None:
+    # After a framing error the rest of the channel is drained and dropped, so the program is not blocked.
+    if self.frames_error is not None:
+      return
+    self._frame_buf += data
+    while len(self._frame_buf) >= _FRAME_HEADER:
+      size = int.from_bytes(self._frame_buf[:_FRAME_HEADER], "big")
+      if self._frame_bytes + _FRAME_HEADER + size > self.cfg.frames_cap:
+        self.frames_error = f"frame of {size} bytes exceeds frames_cap={self.cfg.frames_cap}"
+        self._frame_buf.clear()
+        return
+      if len(self._frame_buf) < _FRAME_HEADER + size:
+        return
+      self.frames.append(bytes(self._frame_buf[_FRAME_HEADER:_FRAME_HEADER + size]))
+      del self._frame_buf[:_FRAME_HEADER + size]
+      self._frame_bytes += _FRAME_HEADER + size
+
+  def finish_frames(self) -> None:
+    if self.frames_error is None and self._frame_buf:
+      self.frames_error = f"truncated frame: {len(self._frame_buf)} trailing bytes"
+
+
+class Sandbox:
+  """Runs `Program`s in isolated, resource-limited process trees; see the module docstring."""
+
+  def __init__(self, cfg: SandboxConfig = SandboxConfig()):
+    if cfg.isolation not in ("auto", "bwrap", "process"):
+      raise ValueError(f"isolation must be auto, bwrap or process, got {cfg.isolation!r}")
+    if cfg.workers < 1:
+      raise ValueError(f"workers must be >= 1, got {cfg.workers}")
+    self._cfg = cfg
+    self._root = os.geteuid() == 0
+    self._tools = iso.find_tools()
+    missing = [name for name in ("setpriv", "prlimit", "bash") if self._tools[name] is None]
+    if missing:
+      raise SandboxError(f"sandbox needs {', '.join(missing)} (util-linux, bash) in /usr/bin or /bin")
+    if not os.access(cfg.python, os.X_OK):
+      raise SandboxError(f"sandbox interpreter {cfg.python} is not executable")
+    # Root-owned 0711: a slot uid can reach its own run dir by name but cannot list the others.
+    self._base = tempfile.mkdtemp(prefix="ssd_sandbox_")
+    os.chmod(self._base, 0o711)
+    self._remove_base = weakref.finalize(self, shutil.rmtree, self._base, True)
+    self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+    self._executor_lock = threading.Lock()
+    self._swept: set[int] = set()
+    self._closed = False
+    self._unshare: list[str] = []
+    self._isolation = ""
+    try:
+      self._isolation = self._resolve_isolation()
+    except BaseException:
+      self.close()
+      raise
+
+  @property
+  def isolation(self) -> str:
+    return self._isolation
+
+  @property
+  def config(self) -> SandboxConfig:
+    return self._cfg
+
+  def __enter__(self) -> Sandbox:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def _resolve_isolation(self) -> str:
+    suffix = "" if self._root else "-nouid"
+    if self._cfg.isolation in ("auto", "bwrap"):
+      problem = self._probe("bwrap" + suffix) if self._tools["bwrap"] else "bwrap is not installed"
+      if problem is None:
+        return "bwrap" + suffix
+      if self._cfg.isolation == "bwrap":
+        raise SandboxError(f"isolation='bwrap' requested but bwrap is unusable: {problem}")
+    if self._root and self._tools["unshare"]:
+      # Private network and pid namespaces (the program is pid 1: its orphans die and are reaped with it).
+      for flags in (["--net", "--pid", "--fork", "--kill-child"], ["--net"]):
+        prefix = [self._tools["unshare"], *flags, "--"]
+        if subprocess.run([*prefix, "/bin/true"], capture_output=True, check=False).returncode == 0:
+          self._unshare = prefix
+          break
+    problem = self._probe("process" + suffix)
+    if problem is not None:
+      raise SandboxError(f"process sandbox is unusable: {problem}")
+    return "process" + suffix
+
+  def _probe(self, isolation: str) -> str | None:
+    """Runs a trivial program under `isolation`; None if it worked, else what went wrong."""
+    self._isolation = isolation
+    result = self.run(Program(files={"probe.py": b"print('ok')\n"}, argv=(f"{iso.SANDBOX_DIR}/probe.py",),
+                              wall_timeout_s=max(self._cfg.wall_timeout_s, 10.0)))
+    if result.outcome == "exited" and result.returncode == 0 and result.stdout == b"ok\n":
+      return None
+    detail = result.error or result.stderr.decode("utf-8", "replace").strip()[-2000:]
+    return f"probe run gave outcome={result.outcome} returncode={result.returncode}: {detail}"
+
+  def close(self) -> None:
+    """Stops the worker threads and removes the temp tree."""
+    if self._closed:
+      return
+    self._closed = True
+    if self._executor is not None:
+      self._executor.shutdown(wait=True)
+    self._remove_base()
+
+  def run_many(self, programs: Sequence[Program]) -> list[RunResult]:
+    """Runs `programs` over `cfg.workers` slots in parallel (one program per slot at a time), in input order."""
+    with self._executor_lock:
+      if self._executor is None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(self._cfg.workers, thread_name_prefix="sandbox")
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(self._cfg.workers):
+      free.put(slot)
+
+    def one(program: Program) -> RunResult:
+      slot = free.get()
+      try:
+        return self.run(program, slot)
+      finally:
+        free.put(slot)
+
+    return list(self._executor.map(one, programs))
+
+  def run(self, program: Program, slot: int = 0) -> RunResult:
+    """Runs one program on `slot` (uid `base_uid + slot`), blocking until it ends or is killed."""
+    if self._closed:
+      raise SandboxError("sandbox is closed")
+    if not 0 <= slot < self._cfg.workers:
+      raise ValueError(f"slot must be in [0, {self._cfg.workers}), got {slot}")
+    for name in program.files:
+      if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"program file names must be flat, got {name!r}")
+    uid = self._cfg.base_uid + slot
+    if not self._root:
+      return self._run(program, uid)
+    try:
+      lock = iso.UidLock(uid)
+    except PermissionError as e:
+      raise SandboxError(str(e)) from None
+    with lock:
+      if uid not in self._swept:
+        self._reap(uid)
+        self._swept.add(uid)
+      return self._run(program, uid)
+
+  def _run(self, program: Program, uid: int) -> RunResult:
+    cfg = self._cfg
+    wall = program.wall_timeout_s if program.wall_timeout_s is not None else cfg.wall_timeout_s
+    cpu = cfg.cpu_seconds if cfg.cpu_seconds is not None else math.ceil(wall) + 1
+    limits = dict(cpu_limit_s=cpu, memory_limit_bytes=cfg.memory_bytes)
+    bwrap = self._isolation.startswith("bwrap")
+    fds: list[int] = []
+    rundir = workdir = None
+    start = time.monotonic()
+    try:
+      rundir = tempfile.mkdtemp(dir=self._base)
+      os.chmod(rundir, 0o755)
+      for name, data in program.files.items():
+        path = os.path.join(rundir, name)
+        with open(path, "wb") as f:
+          f.write(data)
+        os.chmod(path, 0o644)
+      if not bwrap:
+        workdir = tempfile.mkdtemp(dir=self._base)
+        if self._root:
+          os.chown(workdir, uid, uid)
+      stdin_fd = self._stdin_file(program.stdin)
+      fds.append(stdin_fd)
+      frames_r, frames_w = os.pipe()
+      fds += [frames_r, frames_w]
+      status_r = status_w = -1
+      if bwrap:
+        status_r, status_w = os.pipe()
+        fds += [status_r, status_w]
+      argv = self._argv(program, uid, cpu, rundir, frames_w, status_w)
+      env = dict(iso.ENV, HOME=workdir, TMPDIR=workdir) if workdir else {"PATH": iso.ENV["PATH"]}
+      # ru_maxrss survives fork and exec, so the child starts at this process's peak; only a larger value
+      # says anything about the program.
+      parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      start = time.monotonic()
+      proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              pass_fds=[fd for fd in (frames_w, status_w) if fd >= 0], env=env,
+                              cwd=workdir or rundir, start_new_session=True, umask=0o077)
+      for fd in (stdin_fd, frames_w, status_w):
+        if fd >= 0:
+          os.close(fd)
+          fds.remove(fd)
+      try:
+        return self._supervise(proc, uid, wall, start, frames_r, status_r, parent_peak, limits)
+      except BaseException:
+        if proc.returncode is None:
+          with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+          proc.wait()
+        raise
+    except OSError as e:
+      return RunResult(outcome="sandbox_error", returncode=None, signal=None, stdout=b"", stdout_truncated=False,
+                       stderr=b"", frames=(), frames_error=None, wall_s=time.monotonic() - start,
+                       isolation=self._isolation, error=f"launch failed: {e!r}", **limits)
+    finally:
+      for fd in fds:
+        os.close(fd)
+      for path in (rundir, workdir):
+        if path is not None:
+          shutil.rmtree(path, ignore_errors=True)
+
+  def _stdin_file(self, data: bytes) -> int:
+    """A read-only fd on an unlinked root-owned 0600 file holding `data` (the child cannot reopen it)."""
+    fd, path = tempfile.mkstemp(dir=self._base)
+    try:
+      with os.fdopen(os.dup(fd), "wb") as f:
+        f.write(data)
+      return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+      os.close(fd)
+      os.unlink(path)
+
+  def _argv(self, program: Program, uid: int, cpu: int, rundir: str, frames_w: int, status_w: int) -> list[str]:
+    cfg = self._cfg
+    limits = {"as": cfg.memory_bytes, "cpu": f"{cpu}:{cpu + 1}", "nproc": cfg.nproc, "nofile": cfg.nofile,
+              "fsize": cfg.fsize_bytes, "core": 0, "stack": cfg.stack_bytes}
+    inherited = [fd for fd in (frames_w, status_w) if fd >= 0]
+    argv = iso.launcher_argv(self._tools, uid=uid if self._root else None, limits=limits, inherited=inherited)
+    interpreter = [cfg.python, *cfg.python_flags]
+    if self._isolation.startswith("bwrap"):
+      # The status pipe is inherited second, so the launcher placed it on fd 4.
+      return argv + iso.bwrap_argv(self._tools["bwrap"], files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes,
+                                   python=cfg.python, status_fd=4) + ["--", *interpreter, *program.argv]
+    argv = self._unshare + argv
+    prefix = iso.SANDBOX_DIR + "/"
+    args = [rundir + a[len(iso.SANDBOX_DIR):] if a == iso.SANDBOX_DIR or a.startswith(prefix) else a
+            for a in program.argv]
+    return argv + interpreter + args
+
+  def _supervise(self, proc: subprocess.Popen, uid: int, wall: float, start: float, frames_r: int, status_r: int,
+                 parent_peak: int, limits: dict) -> RunResult:
+    cap = _Capture(self._cfg)
+    readers = {proc.stdout.fileno(): cap.add_stdout, proc.stderr.fileno(): cap.add_stderr, frames_r: cap.add_frames}
+    if status_r >= 0:
+      readers[status_r] = cap.add_status
+    pidfd = os.pidfd_open(proc.pid)
+    outcome, exited, stragglers = None, False, 0
+    deadline = start + wall
+    with selectors.DefaultSelector() as sel:
+      for fd in readers:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+      sel.register(pidfd, selectors.EVENT_READ)
+      while readers or not exited:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+          break
+        for key, _ in sel.select(remaining):
+          fd = key.fd
+          if fd == pidfd:
+            exited = True
+            sel.unregister(pidfd)
+            # In process mode background children may still hold the pipes open; end them now.
+            if self._root and not self._isolation.startswith("bwrap"):
+              stragglers += self._reap(uid)
+            continue
+          try:
+            data = os.read(fd, _CHUNK)
+          except BlockingIOError:
+            continue
+          if not data:
+            sel.unregister(fd)
+            del readers[fd]
+          elif readers[fd](data) is False:
+            outcome = "output_limit"
+            break
+        if outcome:
+          break
+      if not exited:
+        outcome = outcome or "timeout"
+        self._kill_tree(proc, uid)
+    os.close(pidfd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    proc.stderr.close()
+    wall_s = time.monotonic() - start
+    if self._root:
+      stragglers += self._reap(uid, grace_s=1.0 if self._isolation.startswith("bwrap") else 0.0)
+    cap.finish_frames()
+    returncode, sig = proc.returncode, None
+    if returncode < 0:
+      returncode, sig = None, -returncode
+    elif self._isolation.startswith("bwrap") and 128 < returncode <= 128 + signal.SIGRTMAX:
+      returncode, sig = None, returncode - 128
+    error = None
+    # No child-pid record: bwrap never started the program (setup failed, or stalled past the deadline).
+    if self._isolation.startswith("bwrap") and b'"child-pid"' not in cap.status and outcome in (None, "timeout"):
+      outcome = "sandbox_error"
+      error = "bwrap did not start the program: " + bytes(cap.stderr).decode("utf-8", "replace").strip()[-2000:]
+    if outcome is None:
+      outcome = "signaled" if sig is not None else "exited"
+    return RunResult(outcome=outcome, returncode=returncode, signal=sig, stdout=bytes(cap.stdout),
+                     stdout_truncated=cap.stdout_truncated, stderr=bytes(cap.stderr), frames=tuple(cap.frames),
+                     frames_error=cap.frames_error, wall_s=wall_s, isolation=self._isolation, error=error,
+                     cpu_s=usage.ru_utime + usage.ru_stime,
+                     max_rss_bytes=usage.ru_maxrss * 1024 if usage.ru_maxrss > parent_peak else None,
+                     stragglers=stragglers, **limits)
+
+  def _kill_tree(self, proc: subprocess.Popen, uid: int) -> None:
+    """SIGKILLs the run: bwrap's pid namespace takes its tree down; in process mode also the group and the uid."""
+    # os.kill, not proc.kill(): Popen would reap the child itself and lose its rusage.
+    if self._isolation.startswith("bwrap"):
+      os.kill(proc.pid, signal.SIGKILL)
+      return
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(proc.pid, signal.SIGKILL)
+    if self._root:
+      self._reap(uid)
+
+  def _reap(self, uid: int, grace_s: float = 0.0) -> int:
+    """SIGKILLs every process of the slot uid; returns how many were found alive."""
+    try:
+      return len(iso.reap_uid(self._tools, uid, grace_s))
+    except RuntimeError as e:
+      raise SandboxError(str(e)) from None

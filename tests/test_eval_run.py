@@ -1,0 +1,133 @@
+"""Evaluation runs end to end through the real sandbox: scoring files, resume after a kill, the T_eval sweep,
+and the selfcheck CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ssd_jax.eval import evaluate
+from ssd_jax.eval.lcb import load_humaneval_problems
+from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
+from ssd_jax.sampling.engine import Completion
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+  box = Sandbox(SandboxConfig(workers=2, wall_timeout_s=8.0))
+  yield box
+  box.close()
+
+
+@pytest.fixture(scope="module")
+def problems():
+  return load_humaneval_problems()[:4]
+
+
+def _fenced(code: str) -> str:
+  return f"Here is the solution:\n```python\n{code}\n```\nIt works."
+
+
+def _answers(problems):
+  """Per problem: [full function in a fence, bare body (no fence), a broken body, prose without code]."""
+  out = {}
+  for p in problems:
+    out[p.id] = [_fenced(p.prompt + p.canonical_solution), p.canonical_solution, "    return None\n",
+                 "I cannot solve this."]
+  return out
+
+
+def test_score_samples_counts_and_files(sandbox, problems, tmp_path):
+  summary = evaluate.score_samples(problems, _answers(problems), sandbox,
+                                   settings=evaluate.EvalSettings(ks=(1, 2, 8)), out_dir=str(tmp_path), tag="t")
+  # Two of four answers pass for every problem: pass@1 = 0.5, pass@2 = 1 - C(2,2)/C(4,2) = 5/6; k=8 > n is omitted.
+  assert summary["overall"]["pass@1"] == pytest.approx(0.5)
+  assert summary["overall"]["pass@2"] == pytest.approx(5 / 6)
+  assert summary["ks_omitted"] == [8]
+  assert summary["problem_ids"] == [p.id for p in problems] and summary["isolation"] == sandbox.isolation
+  rows = [json.loads(line) for line in open(tmp_path / "t.results.jsonl")]
+  assert len(rows) == 16 and {(r["problem_id"], r["sample_index"]) for r in rows} == {
+      (p.id, i) for p in problems for i in range(4)}
+  assert json.load(open(tmp_path / "t.summary.json"))["overall"] == summary["overall"]
+
+
+def test_resume_judges_only_what_is_missing(sandbox, problems, tmp_path):
+  answers = _answers(problems)
+  first = evaluate.score_samples(problems, answers, sandbox, out_dir=str(tmp_path), tag="r",
+                                 settings=evaluate.EvalSettings(judge_batch=5))
+  path = tmp_path / "r.results.jsonl"
+  lines = path.read_bytes().splitlines(keepends=True)
+  path.write_bytes(b"".join(lines[:7]) + lines[7][:20])  # a kill mid-write: 7 whole lines and a torn one
+  judged = []
+  real_run_many = sandbox.run_many
+
+  def counting(programs):
+    judged.append(len(programs))
+    return real_run_many(programs)
+
+  sandbox.run_many = counting
+  try:
+    again = evaluate.score_samples(problems, answers, sandbox, out_dir=str(tmp_path), tag="r")
+  finally:
+    del sandbox.run_many
+  assert again["overall"] == first["overall"] and again["verdicts"] == first["verdicts"]
+  rows = [json.loads(line) for line in open(path)]
+  assert len(rows) == 16 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 16
+  # Only the 9 samples without a whole line were judged again (one program each for HumanEval).
+  assert sum(judged) == 9
+
+
+class _ByteTokenizer:
+  """Just enough tokenizer for prompts and answers: UTF-8 bytes, 0 is the stop token."""
+
+  stop_ids = (0,)
+
+  def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True, **kwargs):
+    return list(b"".join(m["content"].encode() for m in messages)[-64:]) or [1]
+
+  def decode(self, ids, skip_special_tokens=True):
+    return bytes(ids).decode("utf-8", "replace")
+
+
+class _ScriptedEngine:
+  """Answers each prompt with its problem's canonical solution at T <= 0.5 and with a broken body above."""
+
+  def __init__(self, problems):
+    self.problems = problems
+    self.calls = []
+
+  def generate(self, requests, seed=0, progress=None):
+    self.calls.append(requests[0].temperature)
+    out = []
+    for i, (request, problem) in enumerate(zip(requests, self.problems)):
+      good = request.temperature <= 0.5
+      text = _fenced(problem.prompt + problem.canonical_solution) if good else "```python\n    return 0\n```"
+      out.append([Completion(i, s, list(text.encode()) + [0], "stop") for s in range(request.n)])
+    return out
+
+
+def test_sweep_picks_best_temperature_and_reuses_samples(sandbox, problems, tmp_path):
+  engine = _ScriptedEngine(problems)
+  sampling = evaluate.SamplingSettings(n=2, max_new_tokens=64)
+  result = evaluate.evaluate_sweep(engine, _ByteTokenizer(), problems, sandbox, [0.2, 1.0], sampling=sampling,
+                                   out_dir=str(tmp_path), tag="base", log=lambda s: None)
+  assert result["runs"]["0.2"]["overall"]["pass@1"] == 1.0
+  assert result["runs"]["1"]["overall"]["pass@1"] == 0.0
+  assert result["best"]["temperature"] == 0.2
+  summary = json.load(open(tmp_path / "base_T0.2.summary.json"))
+  assert summary["sampling"]["temperature"] == 0.2 and summary["sampling"]["n"] == 2
+  again = evaluate.evaluate_sweep(engine, _ByteTokenizer(), problems, sandbox, [0.2, 1.0], sampling=sampling,
+                                  out_dir=str(tmp_path), tag="base", log=lambda s: None)
+  assert engine.calls == [0.2, 1.0]  # the rerun sampled nothing: the samples files were complete
+  assert again["runs"]["0.2"]["overall"] == result["runs"]["0.2"]["overall"]
+
+
+def test_selfcheck_cli():
+  proc = subprocess.run([sys.executable, "-m", "ssd_jax.eval.selfcheck"], capture_output=True, text=True,
+                        timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert result["humaneval_canonical_pass"] == 164 and result["humaneval_broken_pass"] == 0
+  assert result["ok"] and all(result["attacks"].values())
