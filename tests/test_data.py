@@ -2,7 +2,6 @@
 rows, and the exact LiveCodeBench prompt texts through a chat template."""
 
 import gzip
-import importlib.util
 import json
 
 import pytest
@@ -86,13 +85,8 @@ def test_directory_of_shards_and_gzip(tmp_path):
   assert [r.id for r in records] == ["a1", "d4"]
 
 
-def test_parquet_needs_pyarrow_and_hub_ids_are_refused(tmp_path):
-  if importlib.util.find_spec("pyarrow") is None:
-    path = tmp_path / "data-00000-of-00020.parquet"
-    path.write_bytes(b"PAR1")
-    with pytest.raises(SourceError, match="pip install pyarrow"):
-      load_source(SourceSpec("rstar_seed", str(path)))
-  with pytest.raises(SourceError, match="looks like a Hugging Face hub id.*local files only"):
+def test_a_hub_id_given_as_a_path_is_pointed_to_hub_id(tmp_path):
+  with pytest.raises(SourceError, match=r"looks like a Hugging Face hub id: name it with SourceSpec\(hub_id=.*local"):
     load_source(SourceSpec("rstar_seed", "microsoft/rStar-Coder"))
   with pytest.raises(SourceError, match="no such file"):
     load_source(SourceSpec("jsonl", str(tmp_path / "missing.jsonl")))

