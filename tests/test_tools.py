@@ -54,12 +54,3 @@ def test_loader_rejects_a_tokenizer_larger_than_the_vocab(tmp_path):
 def test_loader_names_what_it_cannot_load(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a checkpoint"):
     loader.load_model(str(tmp_path))
-
-
-@pytest.mark.slow
-def test_main_prints_a_greedy_humaneval_completion():
-  rc, out, err = _run("ssd_jax.main", "--config.demo.max_new_tokens=24", timeout=600)
-  assert rc == 0, err
-  result = json.loads(out.strip().splitlines()[-1])
-  assert result["task_id"] == "HumanEval/0" and 0 < result["new_tokens"] <= 24
-  assert "def has_close_elements" in result["completion"]

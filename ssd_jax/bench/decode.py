@@ -18,12 +18,13 @@ import time
 
 
 def _prompts(tokenizer, n: int, prompt_tokens: int) -> list[list[int]]:
-  from ssd_jax.main import humaneval_problem
+  from ssd_jax.eval.lcb import load_humaneval_problems
 
+  problems = load_humaneval_problems()
   out = []
   for i in range(n):
-    problem = humaneval_problem(f"HumanEval/{i % 164}")
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": problem["prompt"]}],
+    problem = problems[i % len(problems)]
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}],
                                         add_generation_prompt=True, tokenize=True)
     # Keep the chat frame: drop tokens from the middle of the user turn to reach the target length.
     if len(ids) > prompt_tokens:

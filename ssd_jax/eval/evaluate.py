@@ -28,8 +28,8 @@ from ssd_jax.eval.judge import SampleResult, judge_many
 from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
 
-__all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "prompt_record",
-           "sample_completions", "score_samples"]
+__all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
+           "prompt_record", "sample_completions", "score_samples", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,25 +97,17 @@ def _result_from_json(row: Mapping[str, Any]) -> SampleResult:
                       int(row["tests_total"]), float(row["wall_s"]), row["isolation"], row.get("details", {}))
 
 
-def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
-                  settings: EvalSettings = EvalSettings(), out_dir: str | None = None, tag: str = "eval",
-                  extra: Mapping[str, Any] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-  """Judges every sample of every problem and returns (and writes, with `out_dir`) the summary.
-
-  Args:
-    samples: problem id -> model answers (raw text; HumanEval answers go through `humaneval_completion`).
-    sandbox: a `Sandbox` (anything with `run_many` and `isolation`).
-    extra: merged into the summary (e.g. the sampling settings).
-  """
+def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
+                  settings: EvalSettings = EvalSettings(), results_path: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[SampleResult]:
+  """Judges every sample of every problem, resuming from (and appending to) `results_path`; in problem order."""
   by_id = {p.id: p for p in problems}
   missing = sorted(set(by_id) - set(samples))
   if missing:
     raise ValueError(f"no samples for problems {missing[:10]} ({len(missing)} in all)")
-  results_path = os.path.join(out_dir, f"{tag}.results.jsonl") if out_dir else None
   done: dict[tuple[str, int], SampleResult] = {}
   if results_path:
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(results_path) or ".", exist_ok=True)
     for row in _read_jsonl(results_path):
       done[(row["problem_id"], int(row["sample_index"]))] = _result_from_json(row)
     # Rewrite without a torn tail, so appends start on a line boundary.
@@ -139,13 +131,36 @@ def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
         os.fsync(f.fileno())
     if progress is not None:
       progress(len(done), total)
-  results = [done[(p.id, i)] for p in problems for i in range(len(samples[p.id]))]
+  return [done[(p.id, i)] for p in problems for i in range(len(samples[p.id]))]
+
+
+def summarize(results: Sequence[SampleResult], problems: Sequence[Problem], *, settings: EvalSettings, isolation: str,
+              tag: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """pass@k (overall, per difficulty and platform) plus what produced the numbers."""
   summary = score(results, problems, settings.ks)
   no_code = sum(r.verdict == "NO_CODE" for r in results)
   summary.update({
-      "tag": tag, "mode": settings.mode, "timeout_s": settings.timeout_s, "isolation": sandbox.isolation,
+      "tag": tag, "mode": settings.mode, "timeout_s": settings.timeout_s, "isolation": isolation,
       "no_code_fraction": no_code / max(len(results), 1), "problem_ids": [p.id for p in problems],
       "judge_wall_s": sum(r.wall_s for r in results), **dict(extra or {})})
+  return summary
+
+
+def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
+                  settings: EvalSettings = EvalSettings(), out_dir: str | None = None, tag: str = "eval",
+                  extra: Mapping[str, Any] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+  """Judges every sample (`judge_samples`) and returns (and writes, with `out_dir`) the summary.
+
+  Args:
+    samples: problem id -> model answers (raw text; HumanEval answers go through `humaneval_completion`).
+    sandbox: a `Sandbox` (anything with `run_many` and `isolation`).
+    extra: merged into the summary (e.g. the sampling settings).
+  """
+  results_path = os.path.join(out_dir, f"{tag}.results.jsonl") if out_dir else None
+  results = judge_samples(problems, samples, sandbox, settings=settings, results_path=results_path,
+                          progress=progress)
+  summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=tag, extra=extra)
   if out_dir:
     _write_json_atomic(os.path.join(out_dir, f"{tag}.summary.json"), summary)
   return summary
@@ -190,30 +205,56 @@ def _load_samples(path: str, problems: Sequence[Problem], n: int) -> dict[str, l
 def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temperatures: Sequence[float], *,
                    sampling: SamplingSettings = SamplingSettings(), settings: EvalSettings = EvalSettings(),
                    out_dir: str, tag: str = "eval", max_prompt_tokens: int | None = None,
-                   chat_template_kwargs: Mapping[str, Any] | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   chat_template_kwargs: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
+                   process_index: int = 0, process_count: int = 1, barrier: Callable[[str], None] | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
   """Samples and scores the problems at every T_eval; returns {"runs": {T: summary}, "best": {...}}.
 
-  Each temperature is its own tag (`<tag>_T<T>`), so a killed sweep resumes at the first unfinished one.
+  Each temperature is its own tag (`<tag>_T<T>`), so a killed sweep resumes at the first unfinished one. With
+  several processes, process i samples and judges problems[i::process_count] into its own `.p<i>of<n>` files;
+  after `barrier`, process 0 scores them all and writes the summary (the others return it too, read back).
+  `progress(phase, done, total)` reports sampling ("sample") and judging ("judge").
   """
   os.makedirs(out_dir, exist_ok=True)
+  share = list(problems[process_index::process_count])
+  part = "" if process_count == 1 else f".p{process_index}of{process_count}"
   runs = {}
   for temperature in temperatures:
     run_tag = f"{tag}_T{temperature:g}"
     run_sampling = dataclasses.replace(sampling, temperature=float(temperature))
-    samples_path = os.path.join(out_dir, f"{run_tag}.samples.jsonl")
-    texts = _load_samples(samples_path, problems, run_sampling.n)
+    samples_path = os.path.join(out_dir, f"{run_tag}{part}.samples.jsonl")
+    texts = _load_samples(samples_path, share, run_sampling.n)
     if texts is None:
-      texts, reasons = sample_completions(engine, tokenizer, problems, run_sampling,
-                                          max_prompt_tokens=max_prompt_tokens,
-                                          chat_template_kwargs=chat_template_kwargs)
+      texts, reasons = sample_completions(
+          engine, tokenizer, share, run_sampling, max_prompt_tokens=max_prompt_tokens,
+          chat_template_kwargs=chat_template_kwargs,
+          progress=(lambda done, total: progress("sample", done, total)) if progress else None)
       tmp = f"{samples_path}.tmp.{os.getpid()}"
       with open(tmp, "w") as f:
-        for p in problems:
+        for p in share:
           f.write(json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id]}) + "\n")
       os.replace(tmp, samples_path)
-    summary = score_samples(problems, texts, sandbox, settings=settings, out_dir=out_dir, tag=run_tag,
-                            extra={"sampling": dataclasses.asdict(run_sampling)})
+    results = judge_samples(share, texts, sandbox, settings=settings,
+                            results_path=os.path.join(out_dir, f"{run_tag}{part}.results.jsonl"),
+                            progress=(lambda done, total: progress("judge", done, total)) if progress else None)
+    summary_path = os.path.join(out_dir, f"{run_tag}.summary.json")
+    extra = {"sampling": dataclasses.asdict(run_sampling), "process_count": process_count}
+    if process_count > 1:
+      barrier(f"ssd_jax.eval.{run_tag}.judged")
+      if process_index == 0:
+        results = [r for i in range(process_count)
+                   for r in map(_result_from_json, _read_jsonl(os.path.join(
+                       out_dir, f"{run_tag}.p{i}of{process_count}.results.jsonl")))]
+        order = {p.id: k for k, p in enumerate(problems)}
+        results.sort(key=lambda r: (order[r.problem_id], r.sample_index))
+    if process_index == 0:
+      summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=run_tag,
+                          extra=extra)
+      _write_json_atomic(summary_path, summary)
+    if process_count > 1:
+      barrier(f"ssd_jax.eval.{run_tag}.summarized")
+      with open(summary_path) as f:
+        summary = json.load(f)
     runs[f"{temperature:g}"] = summary
     overall = ", ".join(f"{k} {v:.4f}" for k, v in summary["overall"].items())
     log(f"{run_tag}: {overall} ({summary['n_problems']} problems x {run_sampling.n}; results in "

@@ -57,3 +57,39 @@ def load_model(path: str, *, tokenizer_path: str | None = None, mesh: Mesh | Non
     cfg, params = checkpoint.restore_params(path, mesh=mesh, rules=rules, **dtypes)
   tokenizer.check_fits(cfg.vocab_size, path)
   return LoadedModel(cfg, params, tokenizer, path)
+
+
+
+RANDOM_TOKENIZER_FILE = "tokenizer.model"
+
+
+def random_model(out_dir: str, arch: dict, texts: list[str], *, tokenizer_vocab_size: int, seed: int = 0,
+                 mesh: Mesh | None = None, rules: ShardingRules | None = None, param_dtype: str = "float32",
+                 compute_dtype: str | None = None) -> LoadedModel:
+  """A random-init model with a SentencePiece tokenizer trained on `texts`: smoke runs without any download.
+
+  The tokenizer is trained once and kept in `out_dir` (process 0 writes it; every run and stage after that reads
+  the same file). The params need no file: they are a pure function of (arch, seed), the same on every process
+  and on any mesh (jax's partitionable threefry), so each stage re-creates them on its own mesh.
+  """
+  import jax
+
+  from ssd_jax.models.tokenizer import CHATML_TEMPLATE, train_sentencepiece
+  from ssd_jax.models.transformer import init_params
+
+  tokenizer_path = os.path.join(out_dir, RANDOM_TOKENIZER_FILE)
+  if not os.path.exists(tokenizer_path) and jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    proto = train_sentencepiece(texts, vocab_size=tokenizer_vocab_size)
+    with open(tokenizer_path + ".tmp", "wb") as f:
+      f.write(proto)
+    os.replace(tokenizer_path + ".tmp", tokenizer_path)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("ssd_jax.models.loader.random_model")
+  tokenizer = Tokenizer.from_sentencepiece(tokenizer_path, chat_template=CHATML_TEMPLATE)
+  cfg = ModelConfig(**{**arch, "eos_token_ids": tuple(tokenizer.stop_ids), "param_dtype": param_dtype,
+                       "compute_dtype": compute_dtype or param_dtype})
+  tokenizer.check_fits(cfg.vocab_size, "config.model.arch")
+  rules = rules or (ShardingRules() if mesh is not None else None)
+  return LoadedModel(cfg, init_params(cfg, jax.random.key(seed), mesh, rules), tokenizer, f"random:{out_dir}")

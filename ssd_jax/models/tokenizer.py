@@ -337,8 +337,13 @@ class Tokenizer:
     return self._backend.encode_batch(list(texts), add_special_tokens)
 
   def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-    """Decodes without transformers' `clean_up_tokenization_spaces`, which is lossy on code."""
-    return self._backend.decode([int(i) for i in ids], skip_special_tokens)
+    """Decodes without transformers' `clean_up_tokenization_spaces`, which is lossy on code.
+
+    Ids past the tokenizer's vocabulary (the padding rows of a model's embedding, which an untrained or badly
+    tuned model can sample) decode to nothing instead of failing the whole batch.
+    """
+    size = self.vocab_size
+    return self._backend.decode([int(i) for i in ids if 0 <= int(i) < size], skip_special_tokens)
 
   def _select_template(self, chat_template: str | None, tools: Any, required: bool = True) -> str | None:
     """Resolves a template by name or text, with transformers' rules for checkpoints that ship several."""
@@ -389,7 +394,8 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
   if path.endswith(".gguf") or _has_gguf_magic(path):
     return Tokenizer.from_gguf(path)
   if path.endswith(".model"):
-    return Tokenizer.from_sentencepiece(path)
+    # A SentencePiece model carries no chat markup; ChatML is the one `train_sentencepiece` reserves pieces for.
+    return Tokenizer.from_sentencepiece(path, chat_template=CHATML_TEMPLATE)
   raise TokenizerError(f"{path}: unrecognized tokenizer file; expected {_SOURCES_EXPECTED}")
 
 

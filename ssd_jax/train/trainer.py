@@ -230,15 +230,18 @@ class Trainer:
     return self.manager.save(int(self.state.step), args=ocp.args.Composite(**items), force=force)
 
   def fit(self, data_iter: Iterator[Mapping[str, np.ndarray]], num_steps: int | None = None,
-          resume: bool = True) -> TrainState:
+          resume: bool = True, on_step: Callable[[int, dict | None], None] | None = None) -> TrainState:
     """Trains until step `num_steps` (default tc.total_steps), saving on the interval and at the end.
 
     `data_iter` yields this process's batches {BATCH_KEYS: [global_batch / process_count, S]}; a grain
-    iterator's position is checkpointed with the state.
+    iterator's position is checkpointed with the state. `on_step(step, metrics or None)` runs after every step
+    (metrics on logging steps only), e.g. for a progress bar.
     """
     num_steps = self.tc.total_steps if num_steps is None else num_steps
     ckpt_iter = data_iter if isinstance(data_iter, grain.DatasetIterator) else None
     step = self.restore(ckpt_iter) if resume else 0
+    if on_step is not None:
+      on_step(step, None)
     step_fn = self.step_fn
     t_last = time.perf_counter()
     # Global non-padding tokens of the steps since the last record, read only when logging (no per-step sync);
@@ -249,6 +252,7 @@ class Trainer:
       self.state, metrics = step_fn(self.state, self.device_batch(batch))
       step += 1
       tokens_since.append(metrics["tokens"])
+      values = None
       if step % self.tc.log_every == 0 or step == num_steps:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
@@ -257,6 +261,8 @@ class Trainer:
         if self.metrics is not None:
           self.metrics.write(step, values)
         log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+      if on_step is not None:
+        on_step(step, values)
       self.save(ckpt_iter, force=step == num_steps)
     if self.manager is not None:
       self.manager.wait_until_finished()

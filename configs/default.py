@@ -1,0 +1,119 @@
+"""Every field of an SSD run, with the paper's defaults (arXiv 2604.01193; ../shared/reference/ssd_paper.md).
+
+The other configs start from this one and change what differs. Any field can be overridden on the command line:
+  python -m ssd_jax.main --config=configs/qwen3_4b_instruct.py --config.sample.temperature=1.6 \
+      --config.eval.ssd.temperatures='(0.9,1.1,1.3)' --config.workdir=/ckpt/runs/t16
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+  config = config_dict.ConfigDict()
+  config.workdir = "/tmp/ssd_jax/run"  # samples/, train/, export/, eval/, report.md, summary.json
+  config.seed = 0
+
+  # Several hosts: set the coordinator explicitly, or leave `auto` on for TPU pods and SLURM (jax detects them).
+  config.distributed = config_dict.ConfigDict()
+  config.distributed.coordinator_address = ""  # "host:port"
+  config.distributed.num_processes = config_dict.placeholder(int)
+  config.distributed.process_id = config_dict.placeholder(int)
+  config.distributed.auto = True
+
+  config.model = config_dict.ConfigDict()
+  config.model.checkpoint = ""  # HF directory, .gguf file, orbax directory, or "random" (config.model.arch)
+  config.model.tokenizer = ""  # "" = the checkpoint's own; "train_sentencepiece" for a random model
+  # Weights as loaded. The trainer keeps its master weights and AdamW state in this dtype: SFT wants float32 (bf16
+  # masters round lr-5e-6 updates away); matmuls run in compute_dtype.
+  config.model.param_dtype = "float32"
+  config.model.compute_dtype = "bfloat16"
+  config.model.arch = config_dict.ConfigDict()  # ModelConfig fields of a "random" model (see configs/tiny.py)
+  config.model.tokenizer_vocab_size = 0
+
+  # Mesh axis sizes over all devices; -1 takes the rest. The same mesh shards sampling, training and evaluation.
+  config.mesh = config_dict.ConfigDict({"data": 1, "fsdp": -1, "expert": 1, "tensor": 1})
+
+  # Prompts for synthesis. The paper: rStar-Coder "seed" problems, de-duplicated, ~10.2k (ssd_paper.md §1.2).
+  config.data = config_dict.ConfigDict()
+  config.data.kind = "rstar_seed"  # rstar_seed | livecodebench | humaneval | jsonl | synthetic
+  config.data.path = ""  # local file or directory (.jsonl, .jsonl.gz, .parquet)
+  config.data.hub_id = ""  # e.g. "microsoft/rStar-Coder" on an online machine (needs ssd_jax[hub])
+  config.data.hub_config = ""  # e.g. "seed_sft"
+  config.data.subset = "all"  # all | first_half | second_half (disjoint halves, e.g. HumanEval train vs eval)
+  config.data.limit = 0  # 0 = every prompt
+  config.data.require_passed = True
+  config.data.dedup = True
+  config.data.on_bad_row = "skip"  # skip (counted, with ids) | error
+  config.data.seed = 0  # synthetic problems only
+
+  # SSD sampling of the frozen model: T_train and truncation (Table 3), one sample per prompt.
+  config.sample = config_dict.ConfigDict()
+  config.sample.temperature = 1.6
+  config.sample.top_k = 20
+  config.sample.top_p = 0.8
+  config.sample.n_per_prompt = 1
+  config.sample.max_new_tokens = 65536  # the released generator's max_tokens; the paper says 128K context
+  config.sample.seed = 0
+  config.sample.shard_size = 256
+  config.sample.prompt_style = "ssd"  # the released generator's wording; "lcb" = LiveCodeBench's generic
+  config.sample.system_message = ""
+  config.sample.degeneracy = config_dict.ConfigDict()  # "minimal degeneracy filter" (empty, single-line stubs)
+  config.sample.degeneracy.min_lines = 2
+  config.sample.degeneracy.stub_max_chars = config_dict.placeholder(int)
+  config.sample.degeneracy.require_code_block = False
+  config.sample.degeneracy.drop_truncated = False
+  config.sample.engine = config_dict.ConfigDict()  # shapes the computation only, never the samples
+  config.sample.engine.batch_size = 64
+  config.sample.engine.max_cache_len = 69632
+  config.sample.engine.chunk_steps = 64
+  config.sample.engine.k_max = 64
+  config.sample.engine.decode_attention = "auto"
+
+  # SFT (ssd_paper.md §3): AdamW 0.9/0.95, wd 0.1, cosine 5e-6 -> 1e-6, 250 warmup / 2,500 steps (instruct),
+  # global batch 32, sequence length 65,536.
+  config.train = config_dict.ConfigDict()
+  config.train.learning_rate = 5e-6
+  config.train.min_learning_rate = 1e-6
+  config.train.warmup_steps = 250
+  config.train.total_steps = 2500
+  config.train.global_batch_size = 32
+  config.train.grad_accum_steps = 1
+  config.train.b1 = 0.9
+  config.train.b2 = 0.95
+  config.train.weight_decay = 0.1
+  config.train.max_grad_norm = 1.0  # not in the paper (not stated); the common choice
+  config.train.remat = "full"
+  config.train.loss_chunk_size = 512
+  config.train.save_interval_steps = 250
+  config.train.max_to_keep = 3
+  config.train.async_checkpointing = True
+  config.train.log_every = 1
+  config.train.seq_len = 65536
+  config.train.packing = False  # "global batch 32" read as 32 samples per step (packing not stated)
+  config.train.too_long = "truncate"  # truncate | drop
+  config.train.data_seed = 0
+  config.train.export = True  # HF safetensors of the tuned model in workdir/export
+
+  # Evaluation: LiveCodeBench v6 (Feb-May 2025 window), n = 10, base decoding from Table 4, SSD from Table 3.
+  config.eval = config_dict.ConfigDict()
+  config.eval.benchmark = "lcb"  # lcb | humaneval | synthetic
+  config.eval.path = ""  # directory of code_generation_lite shards (test.jsonl ... test6.jsonl)
+  config.eval.version = "release_v6"
+  config.eval.start_date = "2025-02-01"
+  config.eval.end_date = "2025-05-01"
+  config.eval.subset = "all"
+  config.eval.limit = 0
+  config.eval.models = ("base", "ssd")
+  config.eval.n = 10
+  config.eval.ks = (1, 5)
+  config.eval.max_new_tokens = 65536
+  config.eval.prompt_style = "lcb"
+  config.eval.system_message = ""
+  config.eval.seed = 0
+  config.eval.mode = "lcb_compat"  # lcb_compat (LCB's prelude, wrapping and comparator) | plain
+  config.eval.timeout_s = 6.0  # per test, LCB's default
+  config.eval.workers = 0  # parallel sandboxes; 0 = one per CPU core
+  config.eval.isolation = "auto"  # auto | bwrap | process
+  config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8})
+  config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8})
+  return config

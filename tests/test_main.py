@@ -1,0 +1,166 @@
+"""The pipeline entry point: config errors before any work, the tiny config end to end, resume after kills, and
+two real jax.distributed processes against one."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny.py")
+
+
+def _env(**extra):
+  # One CPU device per process, as a user's laptop has (the suite's 8 fake devices are for mesh tests).
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", **extra}
+
+
+def _main(*args, timeout=600, env=None):
+  proc = subprocess.run([sys.executable, "-m", "ssd_jax.main", *args], capture_output=True, text=True, cwd=ROOT,
+                        env=env or _env(), timeout=timeout)
+  return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("override, names", [
+    ("--config.nonexistent=1", "nonexistent"),
+    ("--config.sample.temperature=hot", "sample.temperature"),
+    ("--config.train.total_steps=2.5", "train.total_steps"),
+])
+def test_bad_override_stops_before_any_work(tmp_path, override, names):
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={tmp_path}/w", override, timeout=120)
+  assert rc != 0
+  assert names in err
+  assert not os.path.exists(tmp_path / "w")  # nothing was started
+
+
+@pytest.mark.parametrize("override, names", [
+    ("--config.eval.models=('base','bogus')", "eval.models"),
+    ("--config.data.subset=third_half", "data.subset"),
+    ("--config.eval.ssd.top_p=1.5", "eval.ssd.top_p"),
+])
+def test_bad_value_stops_before_any_work(tmp_path, override, names):
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={tmp_path}/w", override, timeout=120)
+  assert rc == 2
+  assert names in err and names in json.loads(out.strip().splitlines()[-1])["error"]
+  assert not os.path.exists(tmp_path / "w")
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def _eval_rows(workdir, model, temperature):
+  with open(os.path.join(workdir, "eval", model, f"{model}_T{temperature}.summary.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("tiny") / "run")
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={workdir}")
+  assert rc == 0, err[-3000:]
+  return workdir, json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_tiny_config_end_to_end(uninterrupted):
+  workdir, result = uninterrupted
+  summary = _summary(workdir)
+  assert summary["data"]["prompts"] == 16 and summary["data"]["samples"] == 16
+  assert summary["train"]["steps"] == 4 and summary["train"]["loss_last"] < summary["train"]["loss_first"]
+  for model in ("base", "ssd"):
+    for temperature in ("0.7", "1"):
+      run = summary["eval"][model]["runs"][temperature]
+      assert run["n_problems"] == 16 and run["samples_per_problem"] == {"min": 2, "max": 2}
+      assert run["isolation"] in ("bwrap", "process")
+  assert summary["export"] and os.path.exists(os.path.join(summary["export"], "model.safetensors"))
+  for name in ("report.md", "summary.json", "train_loss.png", "teval_sweep.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "## Evaluation" in report and "teval_sweep.png" in report
+  assert result["evaluate"]["ssd"]["temperature"] in (0.7, 1.0)
+  # A rerun finds everything complete and redoes nothing (same numbers, seconds instead of a minute).
+  t0 = time.time()
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={workdir}")
+  assert rc == 0, err[-3000:]
+  assert _summary(workdir)["eval"] == summary["eval"] and time.time() - t0 < 60
+
+
+def _kill_when(args, path_test, timeout=300):
+  """Starts the pipeline, SIGKILLs it as soon as `path_test()` holds; returns whether it was killed mid-run."""
+  proc = subprocess.Popen([sys.executable, "-m", "ssd_jax.main", *args], cwd=ROOT, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    if path_test():
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return True
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  return False
+
+
+@pytest.mark.slow
+def test_killed_mid_synthesis_and_mid_training_completes_the_same(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = str(tmp_path / "run")
+  args = (f"--config={TINY}", f"--config.workdir={workdir}")
+  samples = os.path.join(workdir, "samples")
+  assert _kill_when(args, lambda: os.path.exists(os.path.join(samples, "samples-00000.jsonl")))
+  assert not os.path.exists(os.path.join(samples, "manifest.json"))
+  checkpoints = os.path.join(workdir, "train", "checkpoints")
+  assert _kill_when(args, lambda: os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)))
+  assert not os.path.exists(os.path.join(workdir, "export"))
+  rc, out, err = _main(*args)
+  assert rc == 0, err[-3000:]
+  got, want = _summary(workdir), _summary(reference)
+  assert got["data"] == want["data"]
+  assert got["train"]["steps"] == want["train"]["steps"]
+  assert got["train"]["loss_last"] == pytest.approx(want["train"]["loss_last"], abs=1e-6)
+  assert got["eval"] == want["eval"]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = str(tmp_path / "run")
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "ssd_jax.main", f"--config={TINY}", f"--config.workdir={workdir}",
+       f"--config.distributed.coordinator_address=127.0.0.1:{port}", "--config.distributed.num_processes=2",
+       f"--config.distributed.process_id={i}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  got, want = _summary(workdir), _summary(reference)
+  # Synthesis: each process sampled its own shards with per-shard seeds, so the samples are the same ones.
+  assert got["data"] == want["data"]
+  with open(os.path.join(workdir, "samples", "manifest.json")) as f:
+    assert json.load(f)["process_count"] == 2
+  # Training on the 2-process mesh: same steps, same loss up to float32 reduction order.
+  assert got["train"]["steps"] == want["train"]["steps"]
+  assert got["train"]["loss_last"] == pytest.approx(want["train"]["loss_last"], abs=1e-4)
+  # Evaluation: each process judged half of the problems; process 0 scored them all.
+  for model in ("base", "ssd"):
+    run = _eval_rows(workdir, model, "0.7")
+    assert run["process_count"] == 2 and run["n_problems"] == 16 and run["n_samples"] == 32
+    assert run["problem_ids"] == _eval_rows(reference, model, "0.7")["problem_ids"]
+    parts = [os.path.join(workdir, "eval", model, f"{model}_T0.7.p{i}of2.results.jsonl") for i in range(2)]
+    assert [sum(1 for _ in open(p)) for p in parts] == [16, 16]
+  base = _eval_rows(workdir, "base", "0.7")
+  assert base["overall"] == _eval_rows(reference, "base", "0.7")["overall"]  # the base model is the same
