@@ -116,4 +116,10 @@ def get_config() -> config_dict.ConfigDict:
   config.eval.isolation = "auto"  # auto | bwrap | process
   config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8})
   config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8})
+
+  # Fig. 6 diagnostics (base vs SSD on the kept SSD samples, at the SSD eval truncation) in the analyze stage.
+  config.analysis = config_dict.ConfigDict()
+  config.analysis.diagnostics = True
+  config.analysis.max_positions = 4096
+  config.analysis.temperatures = (0.5, 0.7, 0.9, 1.1, 1.3, 1.5)
   return config

@@ -336,9 +336,45 @@ class Pipeline:
     self.results["evaluate"] = out
     return out
 
+  def diagnostic_sequences(self) -> tuple[list[list[int]], list[int]]:
+    """The kept SSD samples as (token ids, prompt length): the responses the Fig. 6 diagnostics score."""
+    import random
+
+    from ssd_jax.data.synthesis import read_samples
+    from ssd_jax.train.pipeline import tokenize_conversation
+
+    tok = self.base().tokenizer
+    rows = list(read_samples(self.paths.samples))
+    random.Random(self.config.seed).shuffle(rows)  # max_positions then spreads over many prompts
+    sequences, prompt_lens = [], []
+    for row in rows:
+      ids, mask, _ = tokenize_conversation(tok, row["messages"])
+      first = int(mask.argmax()) if mask.any() else len(ids)
+      if first < len(ids):
+        sequences.append(ids.tolist())
+        prompt_lens.append(first)
+    return sequences, prompt_lens
+
   def analyze(self) -> dict:
+    import jax
+
     from ssd_jax.analysis.report import write_report
 
+    a = self.config.analysis
+    ready = os.path.exists(os.path.join(self.paths.samples, "manifest.json")) and (
+        self.tuned_params is not None or os.path.exists(os.path.join(self.paths.export, "config.json")))
+    if a.diagnostics and ready and jax.process_index() == 0:
+      from ssd_jax.analysis.diagnostics import run_diagnostics
+
+      t0 = time.time()
+      base = self.base()
+      sequences, prompt_lens = self.diagnostic_sequences()
+      table = run_diagnostics({"base": (base.cfg, base.params), "ssd": self.tuned_model()}, sequences, prompt_lens,
+                              os.path.join(self.paths.workdir, "analysis"), temperatures=tuple(a.temperatures),
+                              top_k=self.config.eval.ssd.top_k, top_p=self.config.eval.ssd.top_p,
+                              max_positions=a.max_positions)
+      log.info("analyze: Fig. 6 diagnostics over %d positions -> %s [%.0fs]",
+               table["models"]["base"]["positions"], os.path.dirname(table["json"]), time.time() - t0)
     summary = write_report(self.paths.workdir, self.config)
     log.info("analyze: report -> %s", os.path.join(self.paths.workdir, "report.md"))
     self.results["analyze"] = {"report": os.path.join(self.paths.workdir, "report.md")}

@@ -154,7 +154,7 @@ def _markdown(summary: dict, config_json: str, plots: dict[str, str]) -> str:
   diag = summary.get("diagnostics")
   if diag:
     lines += ["## Diagnostics (Fig. 6)", ""] + [f"![{os.path.basename(p)}]({os.path.relpath(p, summary['workdir'])})"
-                                                for p in diag.get("plots", [])] + [""]
+                                                for p in diag.get("pngs", [])] + [""]
   lines += ["## Model", "", f"Exported SSD model (HF format): `{summary['export']}`" if summary["export"]
             else "No exported model (config.train.export is off, or training has not finished).", "",
             "## Configuration", "", "```json", config_json, "```", ""]
