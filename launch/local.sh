@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs ssd_jax on this machine, all local devices on one mesh. Arguments pass through to ssd_jax.main:
-#   launch/local.sh --config=configs/smollm2_humaneval.py --config.demo.task_id=HumanEval/3
+#   launch/local.sh --config=configs/tiny.py --stage=synthesize --config.sample.temperature=1.2
 # CPU_DEVICES=8 splits the host CPU into 8 fake devices (to try a mesh layout without accelerators).
 set -euo pipefail
 cd "$(dirname "$0")/.."

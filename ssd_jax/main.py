@@ -220,9 +220,10 @@ class Pipeline:
         system_message=s.system_message or None, degeneracy=DegeneracyRule(**s.degeneracy.to_dict()),
         on_bad_row=self.config.data.on_bad_row, engine=EngineConfig(**s.engine.to_dict()))
     records, reports = self.prompt_records()
+    model = self.base()
     bar = _progress(total=-(-len(records) // s.shard_size), desc="synthesize", unit="shard")
     t0 = time.time()
-    manifest = synthesize(self.base(), records, self.paths.samples, scfg, sharding=self.local_sharding,
+    manifest = synthesize(model, records, self.paths.samples, scfg, sharding=self.local_sharding,
                           source_reports=reports, after_shard=lambda k, path: bar.update(1))
     bar.close()
     counts = manifest.get("counts", {})
@@ -262,6 +263,13 @@ class Pipeline:
       bar.close()
       trainer.close()
     self.tuned_params = trainer.state.params
+    if jax.process_count() > 1:  # sampling meshes are per process: gather the trained params onto this one's
+      from jax.experimental import multihost_utils
+
+      from ssd_jax.models.transformer import param_shardings
+      host = multihost_utils.process_allgather(self.tuned_params, tiled=True)
+      self.tuned_params = jax.device_put(host, param_shardings(base.cfg, self.local_sharding.mesh,
+                                                               self.local_sharding.rules))
     curve = _read_metrics(os.path.join(self.paths.train, "metrics.jsonl"))
     log.info("train: %d steps (loss %s -> %s) -> %s, export %s [%.0fs]", int(trainer.state.step),
              curve[0]["loss"] if curve else None, curve[-1]["loss"] if curve else None, self.paths.train,

@@ -131,3 +131,22 @@ def test_selfcheck_cli():
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert result["humaneval_canonical_pass"] == 164 and result["humaneval_broken_pass"] == 0
   assert result["ok"] and all(result["attacks"].values())
+
+
+def test_summary_also_scores_the_2025_02_to_05_window():
+  import dataclasses
+  import datetime
+
+  from ssd_jax.eval.judge import SampleResult
+  from ssd_jax.eval.synthetic import synthetic_problems
+
+  dates = [datetime.datetime(2025, 1, 31, 23), datetime.datetime(2025, 2, 1), datetime.datetime(2025, 5, 1),
+           datetime.datetime(2025, 5, 1, 14, 30)]  # the window's end is midnight: the last one is outside
+  problems = [dataclasses.replace(p, contest_date=d) for p, d in zip(synthetic_problems(4), dates)]
+  results = [SampleResult(p.id, i, "AC" if (k + i) % 2 else "WA", 0, 1, 0.0, "bwrap", {})
+             for k, p in enumerate(problems) for i in range(2)]
+  summary = evaluate.summarize(results, problems, settings=evaluate.EvalSettings(ks=(1,)), isolation="bwrap",
+                               tag="t")
+  window = summary["windows"]["2025-02-01..2025-05-01"]
+  assert window["problem_ids"] == [problems[1].id, problems[2].id] and window["n_problems"] == 2
+  assert window["overall"]["pass@1"] == pytest.approx(0.5) and summary["overall"]["pass@1"] == pytest.approx(0.5)

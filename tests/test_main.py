@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -15,9 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
 
 
+# Runs after the first load their compiled programs from a persistent cache (each run compiles ~20 programs).
+JAX_CACHE = os.path.join(tempfile.gettempdir(), "ssd_jax_test_main_jax_cache")
+
+
 def _env(**extra):
   # One CPU device per process, as a user's laptop has (the suite's 8 fake devices are for mesh tests).
-  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", **extra}
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": JAX_CACHE,
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
 
 
 def _main(*args, timeout=600, env=None):
@@ -80,7 +86,9 @@ def test_tiny_config_end_to_end(uninterrupted):
       assert run["n_problems"] == 16 and run["samples_per_problem"] == {"min": 2, "max": 2}
       assert run["isolation"] in ("bwrap", "process")
   assert summary["export"] and os.path.exists(os.path.join(summary["export"], "model.safetensors"))
-  for name in ("report.md", "summary.json", "train_loss.png", "teval_sweep.png"):
+  for name in ("report.md", "summary.json", "train_loss.png", "teval_sweep.png", "analysis/diagnostics.json",
+               "analysis/fig6a_cum_mass.png", "analysis/fig6b_survivors.png", "analysis/fig6c_entropy.png",
+               "analysis/fig6d_entropy_by_top20_mass.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   report = open(os.path.join(workdir, "report.md")).read()
   assert "## Evaluation" in report and "teval_sweep.png" in report

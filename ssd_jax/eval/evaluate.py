@@ -17,6 +17,7 @@ follows the prompt (a full `def` re-defines the stub); an answer without a fence
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -30,6 +31,10 @@ from ssd_jax.eval.passk import score
 
 __all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
            "prompt_record", "sample_completions", "score_samples", "summarize"]
+
+
+# Date windows scored beside the whole selection (inclusive, midnight ends, as LCB filters).
+REPORT_WINDOWS = {"2025-02-01..2025-05-01": (datetime.datetime(2025, 2, 1), datetime.datetime(2025, 5, 1))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +143,17 @@ def summarize(results: Sequence[SampleResult], problems: Sequence[Problem], *, s
               tag: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """pass@k (overall, per difficulty and platform) plus what produced the numbers."""
   summary = score(results, problems, settings.ks)
+  # "LiveCodeBench v6" is also read as the 2025-02..2025-05 window (code_eval.md §2.4): always report it too.
+  dated = [p for p in problems if p.contest_date is not None]
+  if dated:
+    summary["windows"] = {}
+    for name, (start, end) in REPORT_WINDOWS.items():
+      inside = [p for p in dated if start <= p.contest_date <= end]
+      ids = {p.id for p in inside}
+      if inside:
+        window = score([r for r in results if r.problem_id in ids], inside, settings.ks)
+        summary["windows"][name] = {"n_problems": window["n_problems"], "overall": window["overall"],
+                                    "by_difficulty": window["by_difficulty"], "problem_ids": sorted(ids)}
   no_code = sum(r.verdict == "NO_CODE" for r in results)
   summary.update({
       "tag": tag, "mode": settings.mode, "timeout_s": settings.timeout_s, "isolation": isolation,
