@@ -123,3 +123,55 @@ def get_config() -> config_dict.ConfigDict:
   config.analysis.max_positions = 4096
   config.analysis.temperatures = (0.5, 0.7, 0.9, 1.1, 1.3, 1.5)
   return config
+
+
+def hardware_shape(shapes: dict, hardware: str, file_default: str) -> dict:
+  """The mesh / engine batch / grad-accum entry for `hardware` (the `--config=file.py:<hw>` argument), else the
+  SSD_HARDWARE environment variable, else the file's HARDWARE."""
+  import os
+
+  hardware = hardware or os.environ.get("SSD_HARDWARE") or file_default
+  if hardware not in shapes:
+    raise ValueError(f"unknown hardware {hardware!r}; expected one of {sorted(shapes)}")
+  return shapes[hardware]
+
+
+def paper_config(*, checkpoint: str, sample: dict, base_eval: dict, ssd_eval: dict, thinking: bool, shape: dict,
+                 data_path: str = "/data/rStar-Coder/seed_sft",
+                 lcb_path: str = "/data/livecodebench/code_generation_lite") -> config_dict.ConfigDict:
+  """A paper run (ssd_paper.md Table 3, Table 4, §3, §4) of one model: what the configs/<model>.py files share.
+
+  Args:
+    checkpoint: a local HF directory (config.json, *.safetensors, tokenizer.json).
+    sample: SSD sampling, Table 3 ({"temperature", "top_k", "top_p"}; no top-k is 0, no top-p is 1.0).
+    base_eval, ssd_eval: {"temperatures", "top_k", "top_p"}: Table 4 (base) and Table 3 (SSD) decoding.
+    thinking: the thinking-model schedule (50 warmup / 300 steps, checkpoint every 50) instead of the instruct one
+      (250 / 2,500, every 250).
+    shape: {"mesh", "engine_batch", "grad_accum"} for the hardware (see each file's SHAPES).
+    data_path: rStar-Coder `seed_sft` parquet files (`hf download microsoft/rStar-Coder --repo-type dataset
+      --include 'seed_sft/*'`); is_passed + de-dup gives the paper's ~10.2k prompts (§1.2).
+    lcb_path: a local copy of livecodebench/code_generation_lite (test.jsonl ... test6.jsonl).
+  """
+  config = get_config()
+  config.lock()  # a misspelt field below is an error, not a silently added key
+  config.model.checkpoint = checkpoint
+  config.model.param_dtype = "float32"  # AdamW at lr 5e-6 moves a weight by ~1e-4 of its size: below bf16's 2^-8
+  config.model.compute_dtype = "bfloat16"
+  config.mesh.update(shape["mesh"])
+  config.data.kind = "rstar_seed"
+  config.data.path = data_path
+  config.sample.update(sample)
+  config.sample.n_per_prompt = 1
+  config.sample.engine.batch_size = shape["engine_batch"]  # decode slots per process (each file's KV arithmetic)
+  config.sample.engine.max_cache_len = 69632  # 65,536 new tokens + prompts up to 4,096
+  warmup, steps = (50, 300) if thinking else (250, 2500)
+  config.train.update({"warmup_steps": warmup, "total_steps": steps, "save_interval_steps": warmup,
+                       "grad_accum_steps": shape["grad_accum"]})
+  # The paper's 65,536. Training attention is dense today: one layer's backward holds ~2.5x the f32 S x S scores of
+  # the heads on a chip (measured on an H200: 20 / 81 GiB at 8,192 / 16,384 tokens for 32 heads), so 65,536 does
+  # not fit; run with --config.train.seq_len=16384 (dense) or 8192 (30B) until a fused attention lands.
+  config.train.seq_len = 65536
+  config.eval.path = lcb_path
+  config.eval.base.update(base_eval)
+  config.eval.ssd.update(ssd_eval)
+  return config

@@ -10,10 +10,11 @@ Sweep T_eval: set SWEEP = True (the Fig. 2 grid below, paper's value first), or 
 Sweep T_train: one workdir per value, `--config.sample.temperature=1.2` (launch/sweep.sh does the loop).
 """
 
-import importlib.util
 import os
+import sys
 
-from ml_collections import config_dict
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default  # noqa: E402  (configs/default.py: every field, and paper_config)
 
 HARDWARE = "tpu_v5p_64"  # "tpu_v5p_64" | "gpu_8xh100" (shapes below)
 SWEEP = False  # True: evaluate base and SSD over the T_eval grids below instead of the paper's single T
@@ -45,70 +46,13 @@ SHAPES = {
 }
 
 
-def _default() -> config_dict.ConfigDict:
-  """configs/default.py, loaded by path: ml_collections loads config files by path, not as a package."""
-  spec = importlib.util.spec_from_file_location(
-      "ssd_jax_default_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def get_config(hardware: str = "") -> config_dict.ConfigDict:
-  hardware = hardware or os.environ.get("SSD_HARDWARE") or HARDWARE
-  if hardware not in SHAPES:
-    raise ValueError(f"unknown hardware {hardware!r}; expected one of {sorted(SHAPES)}")
-  shape = SHAPES[hardware]
-  config = _default()
-  config.lock()  # a misspelt field below is an error, not a silently ignored new key
-
-  # EDIT: a local HF directory (config.json, *.safetensors, tokenizer.json) of Qwen/Qwen3-4B-Instruct-2507.
-  config.model.checkpoint = "/ckpt/Qwen3-4B-Instruct-2507"
-  # f32 master weights: AdamW at lr 5e-6 moves a weight by ~1e-4 of its size, below bf16's 2^-8 resolution, so bf16
-  # masters would round most updates away. Matmuls still run in bf16 (the checkpoint's precision).
-  config.model.param_dtype = "float32"
-  config.model.compute_dtype = "bfloat16"
-
-  config.mesh.update(shape["mesh"])
-
-  # EDIT: rStar-Coder `seed_sft` parquet files (huggingface-cli download microsoft/rStar-Coder --repo-type dataset
-  # --include 'seed_sft/*'); is_passed + de-dup gives the paper's ~10.2k prompts (ssd_paper.md §1.2).
-  config.data.kind = "rstar_seed"
-  config.data.path = "/data/rStar-Coder/seed_sft"
-
-  # SSD sampling, Table 3: T_train 1.6, top-k 20, top-p 0.8, one sample per prompt, 65,536 new tokens at most.
-  config.sample.temperature = 1.6
-  config.sample.top_k = 20
-  config.sample.top_p = 0.8
-  config.sample.n_per_prompt = 1
-  config.sample.prompt_style = "ssd"  # the released generator's wording, no system message
-  config.sample.engine.batch_size = shape["engine_batch"]  # decode slots per process (KV arithmetic above)
-  config.sample.engine.max_cache_len = 69632  # 65,536 new tokens + prompts up to 4,096
-
-  # SFT, §3 (instruct): cosine 5e-6 -> 1e-6, 250 warmup / 2,500 steps, checkpoint every 250, batch 32 x 65,536.
-  config.train.learning_rate = 5e-6
-  config.train.min_learning_rate = 1e-6
-  config.train.warmup_steps = 250
-  config.train.total_steps = 2500
-  config.train.save_interval_steps = 250
-  config.train.global_batch_size = 32
-  config.train.grad_accum_steps = shape["grad_accum"]
-  config.train.remat = "full"
-  # The paper's 65,536. The trainer's attention is dense today: one layer's backward holds ~2.5x the f32 S x S scores
-  # of the heads on a chip (measured with XLA on an H200: 20 / 81 GiB at 8,192 / 16,384 tokens for 32 heads). At
-  # 65,536 that is ~350 GB with 8 heads per chip (TPU) and ~175 GB with 4 (GPU): no fit. 16,384 fits (~20 / ~10 GB).
-  # Until a fused attention lands, run with --config.train.seq_len=16384 (third-party reproductions used 8,192, §3).
-  config.train.seq_len = 65536
-
-  # Evaluation, §4: LiveCodeBench v6 (2025-02-01 .. 2025-05-01), n = 10, pass@1 and pass@5.
-  # EDIT: a local copy of livecodebench/code_generation_lite (test.jsonl ... test6.jsonl).
-  config.eval.benchmark = "lcb"
-  config.eval.path = "/data/livecodebench/code_generation_lite"
-  config.eval.version = "release_v6"
-  config.eval.start_date = "2025-02-01"
-  config.eval.end_date = "2025-05-01"
-  config.eval.n = 10
-  config.eval.ks = (1, 5)
-  config.eval.base.update({"temperatures": BASE_T_GRID if SWEEP else (BASE_T,), "top_k": 20, "top_p": 0.8})  # Table 4
-  config.eval.ssd.update({"temperatures": SSD_T_GRID if SWEEP else (SSD_T,), "top_k": 20, "top_p": 0.8})  # Table 3
-  return config
+def get_config(hardware: str = ""):
+  return default.paper_config(
+      checkpoint="/ckpt/Qwen3-4B-Instruct-2507",  # EDIT: a local HF directory of the model
+      data_path="/data/rStar-Coder/seed_sft",  # EDIT: rStar-Coder seed_sft parquet files
+      lcb_path="/data/livecodebench/code_generation_lite",  # EDIT: LiveCodeBench shards test.jsonl ... test6.jsonl
+      sample={"temperature": 1.6, "top_k": 20, "top_p": 0.8},  # Table 3 (T_train)
+      base_eval={"temperatures": BASE_T_GRID if SWEEP else (BASE_T,), "top_k": 20, "top_p": 0.8},  # Table 4
+      ssd_eval={"temperatures": SSD_T_GRID if SWEEP else (SSD_T,), "top_k": 20, "top_p": 0.8},  # Table 3
+      thinking=False,  # §3: 250 warmup / 2,500 steps
+      shape=default.hardware_shape(SHAPES, hardware, HARDWARE))

@@ -460,16 +460,16 @@ def unknown_override_keys(argv: list[str]) -> list[str]:
   import difflib
   import importlib.util
 
-  path = DEFAULT_CONFIG
+  path, config_arg = DEFAULT_CONFIG, ""
   for arg in argv:
     if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
+      path, _, config_arg = arg.split("=", 1)[1].partition(":")  # config_flags' `file.py:arg`
   if not os.path.isfile(path):
     return []  # config_flags reports a missing file itself
   spec = importlib.util.spec_from_file_location("ssd_jax_config_file", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(config_arg) if config_arg else module.get_config()
   unknown = []
   for arg in argv:
     if not arg.startswith("--config."):

@@ -1,1 +1,1 @@
-"""Analysis: the paper's toy fork/lock model, the SSD loss and entropy decompositions, Fig. 6 diagnostics, the report."""
+"""Analysis: the paper's toy fork/lock model, SSD loss and entropy decompositions, Fig. 6 diagnostics, the report."""

@@ -49,7 +49,8 @@ def collect(workdir: str) -> dict[str, Any]:
       continue
     best_t = max(runs, key=lambda t: runs[t]["overall"].get("pass@1", 0.0))
     evals[os.path.basename(model_dir)] = {
-        "runs": {t: {"overall": r["overall"], "by_difficulty": r.get("by_difficulty", {}), "verdicts": r.get("verdicts"),
+        "runs": {t: {"overall": r["overall"], "by_difficulty": r.get("by_difficulty", {}),
+                     "windows": r.get("windows", {}), "verdicts": r.get("verdicts"),
                      "n_problems": r["n_problems"], "samples_per_problem": r["samples_per_problem"],
                      "no_code_fraction": r.get("no_code_fraction"), "isolation": r.get("isolation"),
                      "sampling": r.get("sampling")} for t, r in runs.items()},

@@ -41,7 +41,8 @@ def _attacks(port: int, target: str) -> dict[str, tuple[Program, str]]:
           "print('ROOT' if os.getuid() == 0 else 'uid', os.getuid(), ns)\n"), "ROOT"),
       "no_loopback_network": (_script(
           "import socket\ns = socket.socket()\ns.settimeout(2)\n"
-          f"try:\n  s.connect(('127.0.0.1', {port}))\n  print('CONNECTED')\nexcept OSError as e:\n  print('refused', e)\n"),
+          f"try:\n  s.connect(('127.0.0.1', {port}))\n  print('CONNECTED')\n"
+          "except OSError as e:\n  print('refused', e)\n"),
           "CONNECTED"),
       "no_parent_secrets": (_script(
           "import os\nprint(dict(os.environ))\n"
