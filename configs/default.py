@@ -83,6 +83,8 @@ def get_config() -> config_dict.ConfigDict:
   config.train.weight_decay = 0.1
   config.train.max_grad_norm = 1.0  # not in the paper (not stated); the common choice
   config.train.remat = "full"
+  # "auto": cuDNN flash attention on GPUs when rows are unpacked (memory linear in seq_len), else XLA's (quadratic).
+  config.train.attention = "auto"
   config.train.loss_chunk_size = 512
   config.train.save_interval_steps = 250
   config.train.max_to_keep = 3
@@ -167,9 +169,10 @@ def paper_config(*, checkpoint: str, sample: dict, base_eval: dict, ssd_eval: di
   warmup, steps = (50, 300) if thinking else (250, 2500)
   config.train.update({"warmup_steps": warmup, "total_steps": steps, "save_interval_steps": warmup,
                        "grad_accum_steps": shape["grad_accum"]})
-  # The paper's 65,536. Training attention is dense today: one layer's backward holds ~2.5x the f32 S x S scores of
-  # the heads on a chip (measured on an H200: 20 / 81 GiB at 8,192 / 16,384 tokens for 32 heads), so 65,536 does
-  # not fit; run with --config.train.seq_len=16384 (dense) or 8192 (30B) until a fused attention lands.
+  # The paper's 65,536. On GPUs (train.attention "auto" -> cuDNN flash attention, unpacked rows) attention memory is
+  # linear in S: a Qwen3-4B step at 32,768 ran on one H200 (BUILD_NOTES §5). Elsewhere attention is XLA's dense
+  # one, whose backward holds ~2.5x the f32 S x S scores of a chip's heads (20 / 81 GiB at 8,192 / 16,384 for 32
+  # heads): on TPU run --config.train.seq_len=16384 (dense) or 8192 (30B) until a splash-attention path lands.
   config.train.seq_len = 65536
   config.eval.path = lcb_path
   config.eval.base.update(base_eval)

@@ -62,6 +62,9 @@ def check_config(config: config_dict.ConfigDict) -> None:
   need(config.sample.temperature >= 0, "sample.temperature", "a temperature >= 0")
   need(0 < config.sample.top_p <= 1, "sample.top_p", "a value in (0, 1]")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
+  need(config.train.attention in ("auto", "xla", "cudnn"), "train.attention", "'auto', 'xla' or 'cudnn'")
+  need(config.train.attention != "cudnn" or not config.train.packing, "train.attention",
+       "'xla' or 'auto' when config.train.packing is on (the fused attention takes one sequence per row)")
   if config.model.checkpoint == "random":
     need(config.model.tokenizer in ("", "train_sentencepiece"), "model.tokenizer",
          "'' or 'train_sentencepiece' for a random-init model")
@@ -244,7 +247,10 @@ class Pipeline:
     from ssd_jax.train.trainer import Trainer
 
     t = self.config.train
-    tc = TrainConfig(**{k: v for k, v in t.to_dict().items() if k in TrainConfig.__dataclass_fields__})
+    fields = {k: v for k, v in t.to_dict().items() if k in TrainConfig.__dataclass_fields__}
+    if t.attention == "auto":
+      fields["attention"] = "cudnn" if jax.default_backend() == "gpu" and not t.packing else "xla"
+    tc = TrainConfig(**fields)
     dc = DataConfig(seq_len=t.seq_len, packing=t.packing, too_long=t.too_long, seed=t.data_seed)
     base = self.base()
     tok = base.tokenizer

@@ -164,3 +164,21 @@ def test_unknown_model_type_is_rejected(tmp_path):
   (tmp_path / "config.json").write_text('{"model_type": "gpt_neox", "hidden_size": 8}')
   with pytest.raises(ValueError, match=r"config.json: unknown model_type 'gpt_neox'"):
     ModelConfig.from_hf_dir(str(tmp_path))
+
+
+def test_length_based_causal_attention_matches_the_segment_mask():
+  """The fused-attention path's contract (checked here through XLA's implementation of the same call): on
+  right-padded rows it equals the segment-masked attention at every real position."""
+  from ssd_jax.models import layers
+
+  rng = np.random.default_rng(0)
+  b, s, h, kv, dh = 3, 16, 4, 2, 8
+  q = jnp.asarray(rng.standard_normal((b, s, h, dh)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((b, kv, s, dh)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((b, kv, s, dh)), jnp.float32)
+  lengths = np.array([16, 9, 1], np.int32)
+  segment_ids = (np.arange(s)[None, :] < lengths[:, None]).astype(np.int32)
+  want = np.asarray(layers.attention(q, k, v, layers.segment_mask(jnp.asarray(segment_ids))))
+  got = np.asarray(layers.causal_attention_by_length(q, k, v, jnp.asarray(lengths), implementation="xla"))
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(got[row, :n], want[row, :n], atol=1e-5)

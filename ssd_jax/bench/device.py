@@ -185,7 +185,7 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   mesh = make_mesh({"fsdp": -1})
   params = init_params(cfg, jax.random.key(0), mesh, ShardingRules())
   tc = TrainConfig(global_batch_size=args.train_batch, learning_rate=1e-5, warmup_steps=0, total_steps=100,
-                   remat=args.remat, loss_chunk_size=min(args.seq, 512))
+                   remat=args.remat, loss_chunk_size=min(args.seq, 512), attention=args.attention)
   trainer = Trainer(cfg, tc, params, mesh=mesh)
   del params
   rng = np.random.default_rng(0)
@@ -210,6 +210,7 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   result = {"step_s": step_s, "warmup_s": warmup_s, "tokens_per_s": tokens_per_s, "params": total,
             "matmul_params": matmul, "flops_per_token": flops_per_token,
             "model_tflops_per_s": tokens_per_s * flops_per_token / 1e12, "loss_first": first_loss,
+            "attention": args.attention, "seq": args.seq, "batch": args.train_batch,
             "loss_last": last_loss}
   if peak_flops:
     result["mfu"] = tokens_per_s * flops_per_token / peak_flops
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--seq", type=int, default=2048)
   parser.add_argument("--train-steps", type=int, default=4, help="timed steps after one warm-up step")
   parser.add_argument("--remat", default="full", choices=("none", "full", "dots"))
+  parser.add_argument("--attention", default="xla", choices=("xla", "cudnn"), help="training attention")
   parser.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet bf16 peak")
   parser.add_argument("--hbm-gbps", type=float, default=None, help="override the datasheet HBM bandwidth")
   parser.add_argument("--matmul-n", type=int, default=8192, help="size of the measured peer matmul")
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
     t["fraction_of_measured_matmul"] = t["model_tflops_per_s"] / (result["measured_matmul_tflops"] * n_chips)
     result["train"] = t
     mfu = f", MFU {100 * t['mfu']:.1f}%" if peak_flops else ""
-    print(f"train f32 master / bf16 compute, batch {args.train_batch} x {args.seq}, remat {args.remat}: "
+    print(f"train f32 master / bf16 compute, batch {args.train_batch} x {args.seq}, remat {args.remat}, "
+          f"attention {args.attention}: "
           f"{t['tokens_per_s']:.0f} tokens/s, {t['model_tflops_per_s']:.1f} model TFLOP/s{mfu}; "
           f"{100 * t['fraction_of_measured_matmul']:.1f}% of the measured matmul "
           f"(loss {t['loss_first']:.3f} -> {t['loss_last']:.3f}, warm-up {t['warmup_s']:.0f} s)", flush=True)

@@ -245,12 +245,12 @@ def _moe_loss(stats: list, num_tokens: jax.Array, cfg: ModelConfig) -> jax.Array
   return cfg.num_experts * jnp.sum(hits * probs)
 
 
-def _block(layer: Layer, x: jax.Array, positions: jax.Array, mask: jax.Array, token_mask: jax.Array,
-           cfg: ModelConfig, sh: Sharding):
+def _block(layer: Layer, x: jax.Array, positions: jax.Array, mask: jax.Array | None, token_mask: jax.Array,
+           cfg: ModelConfig, sh: Sharding, attention: str = "xla", lengths: jax.Array | None = None):
   """One decoder layer over a full sequence: x [B, S, D] f32 -> (x, k, v [B, K, S, Dh], balance stats)."""
   h = layers.rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
   q, k, v = _project_qkv(layer.attn, h, positions, cfg, sh)
-  x = x + _attn_out(layer.attn, layers.attention(q, k, v, mask), cfg)
+  x = x + _attn_out(layer.attn, layers.attention(q, k, v, mask, impl=attention, lengths=lengths), cfg)
   y, stats = _ffn(layer, x, token_mask, cfg, sh)
   return sh.constrain(x + y, ("batch", "sequence", "act_embed")), k, v, stats
 
@@ -269,21 +269,24 @@ REMAT_POLICIES = {
 
 def hidden_states(params: Params, tokens: jax.Array, segment_ids: jax.Array, cfg: ModelConfig,
                   positions: jax.Array | None = None, sharding: Sharding = NO_SHARDING,
-                  remat: str = "none") -> tuple[jax.Array, jax.Array]:
+                  remat: str = "none", attention: str = "xla") -> tuple[jax.Array, jax.Array]:
   """Full-sequence decoder. tokens, segment_ids [B, S] (segment 0 = padding; packed documents have
   distinct ids and never attend across) -> (final-normed hidden [B, S, D] f32, MoE balance loss scalar).
 
   positions default to the offset inside each segment, which handles left/right padding and packing.
+  attention "cudnn" (`layers.attention`) needs one right-padded sequence per row (no packing, no left padding).
   """
   if positions is None:
     positions = layers.positions_from_segments(segment_ids)
   sh = sharding
-  mask = layers.segment_mask(segment_ids)
+  fused = attention == "cudnn"
+  mask = None if fused else layers.segment_mask(segment_ids)
+  lengths = (segment_ids > 0).sum(axis=1).astype(jnp.int32) if fused else None
   token_mask = (segment_ids > 0).astype(jnp.float32)
   x = _embed(params, tokens, sh)
 
   def block(layer: Layer, x: jax.Array):
-    x, _, _, stats = _block(layer, x, positions, mask, token_mask, cfg, sh)
+    x, _, _, stats = _block(layer, x, positions, mask, token_mask, cfg, sh, attention, lengths)
     return x, stats
 
   if REMAT_POLICIES.get(remat, 0) == 0:

@@ -28,6 +28,7 @@ class TrainConfig:
     weight_decay: Decoupled weight decay, applied to matrices only (not to norm scales or biases).
     max_grad_norm: Global-norm clipping threshold; <= 0 disables clipping.
     remat: "none" | "full" | "dots", passed to `hidden_states`.
+    attention: "xla" (any rows, memory quadratic in S) | "cudnn" (GPU flash attention; unpacked rows only).
     loss_chunk_size: Sequence positions per cross-entropy chunk.
     save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options.
     log_every: Steps between metric records.
@@ -45,6 +46,7 @@ class TrainConfig:
   weight_decay: float = 0.1
   max_grad_norm: float = 1.0
   remat: str = "none"
+  attention: str = "xla"
   loss_chunk_size: int = 512
   save_interval_steps: int = 250
   max_to_keep: int = 3

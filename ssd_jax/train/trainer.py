@@ -103,7 +103,7 @@ def _cached_train_step(cfg: ModelConfig, tc: TrainConfig, sharding: Sharding, tr
 
     def loss_fn(params, mb):
       h, balance = hidden_states(params, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"],
-                                 sharding=sharding, remat=tc.remat)
+                                 sharding=sharding, remat=tc.remat, attention=tc.attention)
       nll, _ = chunked_nll(params, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
       return nll / total + coef * balance / m, (nll, balance)
 
@@ -143,7 +143,7 @@ def loss_and_grads(params: Params, batch: Mapping[str, np.ndarray], cfg: ModelCo
     for i in range(m):
       mb = {k: jnp.asarray(v[i]) for k, v in batch.items()}
       h, bal = hidden_states(p, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"], sharding=sharding,
-                             remat=tc.remat)
+                             remat=tc.remat, attention=tc.attention)
       nll, _ = chunked_nll(p, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
       out = out + nll / total
     return out
