@@ -58,4 +58,6 @@ def get_config():
   config.eval.ssd.temperatures = (0.7,)
   config.eval.ssd.top_k = 20
   config.eval.ssd.top_p = 0.8
+
+  config.analysis.max_positions = 1024  # ~30 s per model at SmolLM2's 49k vocabulary
   return config
