@@ -1,4 +1,4 @@
-"""The user-facing commands: the parity tool, the loader's checks and the main entry point."""
+"""The user-facing commands: the parity tool and the loader's checks (the pipeline entry point: test_main.py)."""
 
 import json
 import os
