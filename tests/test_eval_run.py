@@ -150,3 +150,15 @@ def test_summary_also_scores_the_2025_02_to_05_window():
   window = summary["windows"]["2025-02-01..2025-05-01"]
   assert window["problem_ids"] == [problems[1].id, problems[2].id] and window["n_problems"] == 2
   assert window["overall"]["pass@1"] == pytest.approx(0.5) and summary["overall"]["pass@1"] == pytest.approx(0.5)
+
+
+def test_synthetic_problems_reference_solutions_pass_and_wrong_ones_fail(sandbox):
+  from ssd_jax.eval.judge import judge_many
+  from ssd_jax.eval.synthetic import reference_solution, synthetic_problems
+
+  problems = synthetic_problems(8, tests_per_problem=3)
+  assert {p.mode for p in problems} == {"stdin", "call"} and len({p.id for p in problems}) == 8
+  right = judge_many([(p, reference_solution(p), 0) for p in problems], sandbox)
+  wrong = judge_many([(p, "```python\nprint(0)\n```", 1) for p in problems], sandbox)
+  assert [r.verdict for r in right] == ["AC"] * 8
+  assert not any(r.passed for r in wrong)
