@@ -30,8 +30,8 @@ import os
 from typing import Any, Iterator, Sequence
 
 __all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError", "SourceReport", "SourceSpec",
-           "check_unique_ids", "humaneval_data_path", "load_humaneval", "load_jsonl_prompts", "load_livecodebench",
-           "load_rstar_seed", "load_source", "normalize_statement", "resolve_hub_files"]
+           "check_unique_ids", "humaneval_data_path", "humaneval_question", "load_humaneval", "load_jsonl_prompts",
+           "load_livecodebench", "load_rstar_seed", "load_source", "normalize_statement", "resolve_hub_files"]
 
 SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "jsonl")
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -409,6 +409,11 @@ def load_livecodebench(path: str | Sequence[str], *, report: SourceReport | None
   return out
 
 
+def humaneval_question(entry_point: str) -> str:
+  """The task sentence of a HumanEval prompt record (the function stub is its starter code)."""
+  return f"Complete the Python function `{entry_point}` so that it satisfies its docstring."
+
+
 def load_humaneval(path: str | Sequence[str] | None = None, *, report: SourceReport | None = None
                    ) -> list[PromptRecord]:
   """HumanEval problems: the function stub (signature + docstring) is the starter code.
@@ -426,8 +431,7 @@ def load_humaneval(path: str | Sequence[str] | None = None, *, report: SourceRep
     entry = _text_field(row, "entry_point", file, line, row_id, report)
     if entry is None:
       continue
-    question = f"Complete the Python function `{entry}` so that it satisfies its docstring."
-    out.append(PromptRecord(row_id, question, stub, "humaneval", {"entry_point": entry}))
+    out.append(PromptRecord(row_id, humaneval_question(entry), stub, "humaneval", {"entry_point": entry}))
   report.records += len(out)
   return out
 

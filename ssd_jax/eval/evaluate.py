@@ -23,7 +23,7 @@ import os
 from typing import Any, Callable, Mapping, Sequence
 
 from ssd_jax.data.prompts import render_prompts
-from ssd_jax.data.sources import PromptRecord
+from ssd_jax.data.sources import PromptRecord, humaneval_question
 from ssd_jax.eval.extract import extract_code
 from ssd_jax.eval.judge import SampleResult, judge_many
 from ssd_jax.eval.lcb import Problem
@@ -64,8 +64,8 @@ class EvalSettings:
 def prompt_record(problem: Problem) -> PromptRecord:
   """The synthesis-side prompt record of an evaluation problem (the same wording for sampling and evaluation)."""
   if problem.mode == "humaneval":
-    question = f"Complete the Python function `{problem.entry_point}` so that it satisfies its docstring."
-    return PromptRecord(problem.id, question, problem.prompt, "humaneval", {"entry_point": problem.entry_point})
+    return PromptRecord(problem.id, humaneval_question(problem.entry_point), problem.prompt, "humaneval",
+                        {"entry_point": problem.entry_point})
   meta = {"platform": problem.platform, "difficulty": problem.difficulty}
   return PromptRecord(problem.id, problem.question, problem.starter_code, "livecodebench", meta)
 
