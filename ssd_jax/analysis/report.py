@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["collect", "write_report"]
+__all__ = ["collect", "paired_comparison", "write_report"]
 
 
 def _load_json(path: str) -> Any:
@@ -38,6 +38,28 @@ def _eval_runs(model_dir: str) -> dict[str, dict]:
   return dict(sorted(runs.items(), key=lambda kv: float(kv[0])))
 
 
+def paired_comparison(base: dict[str, dict], ssd: dict[str, dict], *, resamples: int = 10_000,
+                      seed: int = 0) -> dict[str, Any]:
+  """SSD minus base pass@1 over the problems both judged, with a paired bootstrap 95% interval.
+
+  `base`, `ssd`: a summary's `per_problem` ({problem id: {"pass@1", ...}}). Problems are resampled with
+  replacement (the same draw for both models, so per-problem difficulty cancels out); the interval is the 2.5th and
+  97.5th percentiles of the resampled mean difference. `better` / `worse` count problems whose pass@1 went up / down.
+  """
+  import numpy as np
+
+  ids = sorted(set(base) & set(ssd))
+  if not ids:
+    return {"problems": 0}
+  diff = np.array([ssd[i]["pass@1"] - base[i]["pass@1"] for i in ids], np.float64)
+  draws = np.random.default_rng(seed).integers(0, len(ids), size=(resamples, len(ids)))
+  means = diff[draws].mean(axis=1)
+  low, high = np.percentile(means, [2.5, 97.5])
+  return {"problems": len(ids), "delta_pass@1": float(diff.mean()), "ci95": [float(low), float(high)],
+          "better": int((diff > 0).sum()), "worse": int((diff < 0).sum()), "tied": int((diff == 0).sum()),
+          "resamples": resamples, "significant": bool(low > 0 or high < 0)}
+
+
 def collect(workdir: str) -> dict[str, Any]:
   """Every number of the report, as one JSON-serialisable object."""
   manifest = _load_json(os.path.join(workdir, "samples", "manifest.json")) or {}
@@ -55,7 +77,8 @@ def collect(workdir: str) -> dict[str, Any]:
                      "no_code_fraction": r.get("no_code_fraction"), "isolation": r.get("isolation"),
                      "sampling": r.get("sampling")} for t, r in runs.items()},
         "best": {"temperature": float(best_t), **runs[best_t]["overall"],
-                 "by_difficulty": runs[best_t].get("by_difficulty", {})}}
+                 "by_difficulty": runs[best_t].get("by_difficulty", {})},
+        "_per_problem": runs[best_t].get("per_problem", {})}
   export = os.path.join(workdir, "export")
   summary = {
       "workdir": workdir,
@@ -71,7 +94,10 @@ def collect(workdir: str) -> dict[str, Any]:
     base, ssd = evals["base"]["best"], evals["ssd"]["best"]
     summary["headline"] = {"base_pass@1": base.get("pass@1"), "base_T": base["temperature"],
                            "ssd_pass@1": ssd.get("pass@1"), "ssd_T": ssd["temperature"],
-                           "delta_pass@1": (ssd.get("pass@1") or 0.0) - (base.get("pass@1") or 0.0)}
+                           "delta_pass@1": (ssd.get("pass@1") or 0.0) - (base.get("pass@1") or 0.0),
+                           "paired": paired_comparison(evals["base"]["_per_problem"], evals["ssd"]["_per_problem"])}
+  for ev in evals.values():
+    ev.pop("_per_problem")
   summary["_curve"] = [{"step": m["step"], "loss": m.get("loss"), "learning_rate": m.get("learning_rate")}
                        for m in curve]
   return summary
@@ -120,6 +146,13 @@ def _markdown(summary: dict, config_json: str, plots: dict[str, str]) -> str:
               f"pass@1: base **{_fmt(head['base_pass@1'])}%** (T_eval {head['base_T']:g}) -> SSD "
               f"**{_fmt(head['ssd_pass@1'])}%** (T_eval {head['ssd_T']:g}); change {100 * head['delta_pass@1']:+.1f} "
               "points.", ""]
+    paired = head.get("paired") or {}
+    if paired.get("problems"):
+      low, high = paired["ci95"]
+      lines += [f"Paired over {paired['problems']} problems: {100 * paired['delta_pass@1']:+.1f} points, bootstrap 95% "
+                f"interval [{100 * low:+.1f}, {100 * high:+.1f}]"
+                f" ({'excludes' if paired['significant'] else 'includes'} 0); SSD better on {paired['better']}, "
+                f"worse on {paired['worse']}, tied on {paired['tied']}.", ""]
   d = summary["data"]
   if d:
     lines += ["## Data (synthesis)", "", "| prompts in | prompts sampled | bad rows | samples | kept | tokens | "
