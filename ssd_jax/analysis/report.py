@@ -64,7 +64,7 @@ def collect(workdir: str) -> dict[str, Any]:
   """Every number of the report, as one JSON-serialisable object."""
   manifest = _load_json(os.path.join(workdir, "samples", "manifest.json")) or {}
   curve = _metrics(os.path.join(workdir, "train", "metrics.jsonl"))
-  evals = {}
+  evals, best_per_problem = {}, {}
   for model_dir in sorted(glob.glob(os.path.join(workdir, "eval", "*"))):
     runs = _eval_runs(model_dir)
     if not runs:
@@ -77,8 +77,8 @@ def collect(workdir: str) -> dict[str, Any]:
                      "no_code_fraction": r.get("no_code_fraction"), "isolation": r.get("isolation"),
                      "sampling": r.get("sampling")} for t, r in runs.items()},
         "best": {"temperature": float(best_t), **runs[best_t]["overall"],
-                 "by_difficulty": runs[best_t].get("by_difficulty", {})},
-        "_per_problem": runs[best_t].get("per_problem", {})}
+                 "by_difficulty": runs[best_t].get("by_difficulty", {})}}
+    best_per_problem[os.path.basename(model_dir)] = runs[best_t].get("per_problem", {})
   export = os.path.join(workdir, "export")
   summary = {
       "workdir": workdir,
@@ -95,9 +95,7 @@ def collect(workdir: str) -> dict[str, Any]:
     summary["headline"] = {"base_pass@1": base.get("pass@1"), "base_T": base["temperature"],
                            "ssd_pass@1": ssd.get("pass@1"), "ssd_T": ssd["temperature"],
                            "delta_pass@1": (ssd.get("pass@1") or 0.0) - (base.get("pass@1") or 0.0),
-                           "paired": paired_comparison(evals["base"]["_per_problem"], evals["ssd"]["_per_problem"])}
-  for ev in evals.values():
-    ev.pop("_per_problem")
+                           "paired": paired_comparison(best_per_problem["base"], best_per_problem["ssd"])}
   summary["_curve"] = [{"step": m["step"], "loss": m.get("loss"), "learning_rate": m.get("learning_rate")}
                        for m in curve]
   return summary
