@@ -115,7 +115,10 @@ def get_config() -> config_dict.ConfigDict:
   config.eval.mode = "lcb_compat"  # lcb_compat (LCB's prelude, wrapping and comparator) | plain
   config.eval.timeout_s = 6.0  # per test, LCB's default
   config.eval.workers = 0  # parallel sandboxes; 0 = one per CPU core
-  config.eval.isolation = "auto"  # auto | bwrap | process
+  # Model code runs under bubblewrap as root ("auto"/"bwrap"); without it evaluation refuses, unless this opt-in
+  # accepts a weaker level ("unshare": root, no bwrap; "bwrap-nouid": no root). The level is in every result.
+  config.eval.isolation = "auto"  # auto | bwrap | unshare
+  config.eval.allow_weak_isolation = False
   config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8})
   config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8})
 

@@ -59,6 +59,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
        "'humaneval', 'lcb' or 'synthetic'")
   need(config.eval.benchmark != "lcb" or bool(config.eval.path), "eval.path",
        "a directory of LiveCodeBench code_generation_lite shards when eval.benchmark is 'lcb'")
+  need(config.eval.isolation in ("auto", "bwrap", "unshare"), "eval.isolation", "'auto', 'bwrap' or 'unshare'")
   need(config.sample.temperature >= 0, "sample.temperature", "a temperature >= 0")
   need(0 < config.sample.top_p <= 1, "sample.top_p", "a value in (0, 1]")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
@@ -302,13 +303,12 @@ class Pipeline:
     import jax
 
     from ssd_jax.eval.evaluate import EvalSettings, SamplingSettings, evaluate_sweep
-    from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
+    from ssd_jax.eval.sandbox import Sandbox
     from ssd_jax.sampling.engine import Engine, EngineConfig
 
     ev = self.config.eval
     problems = self.eval_problems()
-    sandbox = Sandbox(SandboxConfig(isolation=ev.isolation, workers=ev.workers or os.cpu_count() or 1,
-                                    wall_timeout_s=ev.timeout_s + 4))
+    sandbox = Sandbox(sandbox_config(self.config))
     settings = EvalSettings(mode=ev.mode, timeout_s=ev.timeout_s, ks=tuple(ev.ks))
     base = self.base()
     out = {}
@@ -400,6 +400,25 @@ def _barrier(name: str) -> None:
   multihost_utils.sync_global_devices(name)
 
 
+def sandbox_config(config: config_dict.ConfigDict):
+  """The evaluation sandbox: the configured level, the workdir and benchmark data hidden from programs."""
+  from ssd_jax.eval.sandbox import SandboxConfig
+
+  ev = config.eval
+  protected = tuple(p for p in (config.workdir, ev.path) if p)
+  return SandboxConfig(isolation=ev.isolation, allow_weak_isolation=ev.allow_weak_isolation,
+                       protected_paths=protected, workers=ev.workers or os.cpu_count() or 1,
+                       wall_timeout_s=ev.timeout_s + 4)
+
+
+def check_sandbox(config: config_dict.ConfigDict) -> None:
+  """Proves the evaluation sandbox before any work (hours of synthesis and training would otherwise end in a
+  refusal): raises `SandboxError`, naming what is missing and the fix, when the level cannot be had."""
+  from ssd_jax.eval.sandbox import Sandbox
+
+  Sandbox(sandbox_config(config)).close()
+
+
 def _train_progress(bar, step: int, metrics: dict | None) -> None:
   bar.n = step
   if metrics:
@@ -426,6 +445,8 @@ def _progress(**kwargs):
 def run(config: config_dict.ConfigDict, stage: str) -> dict:
   """Runs `stage` (or all stages) of `config`; returns the result object that main prints."""
   check_config(config)
+  if stage in ("evaluate", "all"):
+    check_sandbox(config)
   maybe_initialize_distributed(config)
   pipeline = Pipeline(config)
   stages = ("synthesize", "train", "evaluate", "analyze") if stage == "all" else (stage,)
@@ -450,6 +471,8 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
   for chatty in ("absl", "jax", "matplotlib"):  # orbax logs every checkpoint step through absl at INFO
     logging.getLogger(chatty).setLevel(logging.WARNING)
+  from ssd_jax.eval.sandbox import SandboxError
+
   config = _CONFIG.value
   try:
     result = run(config, _STAGE.value)
@@ -457,6 +480,10 @@ def main(argv):
     print(f"config error: {e}", file=sys.stderr)
     print(json.dumps({"error": str(e)}))
     sys.exit(2)
+  except SandboxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"error": str(e)}))
+    sys.exit(1)
   print(json.dumps(result, default=str))
 
 

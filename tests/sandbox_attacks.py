@@ -76,6 +76,51 @@ attempt("canary_rmtree", lambda: shutil.rmtree("@CANARY@"))
 print(" ".join(out))
 """
 
+# The report that started issue 12: without bwrap a program wrote into the host's /var/tmp and /dev/shm and listed
+# the checkout. Scratch writes must land in the run's private tmpfs; the host's directories stay hidden.
+_HOST_SCRATCH = """
+import os
+out = []
+for place in ("/tmp", "/var/tmp", "/dev/shm"):
+  try:
+    open(place + "/SANDBOX_PWNED_@TAG@", "w").write("x")
+    out.append(place + ":private")
+  except OSError as e:
+    out.append(place + ":" + type(e).__name__)
+for name, path in (("project", "@PROJECT@"), ("canary", "@CANARY@"), ("etc", "/etc"), ("home", "/root")):
+  try:
+    out.append(name + ":listed " + ",".join(sorted(os.listdir(path))))
+  except OSError as e:
+    out.append(name + ":" + type(e).__name__)
+for place in ("/", "/dev", "/usr"):
+  try:
+    open(place.rstrip("/") + "/SANDBOX_PWNED_@TAG@", "w").write("x")
+    out.append(place + ":written")
+  except OSError as e:
+    out.append(place + ":" + type(e).__name__)
+print(" ".join(out))
+"""
+
+# Every writable place is a size-capped tmpfs (28 = ENOSPC, 27 = EFBIG); the root and /dev are read-only (30).
+_SCRATCH_FILL = """
+import json, os
+errors = {}
+for place in ("/var/tmp", "/dev/shm"):
+  try:
+    for i in range(10**4):
+      with open(f"{place}/f{i}", "wb") as f:
+        for _ in range(8):
+          f.write(b"\\0" * (1 << 20))
+  except OSError as e:
+    errors[place] = e.errno
+for place in ("/", "/dev"):
+  try:
+    open(place.rstrip("/") + "/fill", "wb").write(b"x")
+  except OSError as e:
+    errors[place] = e.errno
+print(json.dumps(errors, sort_keys=True))
+"""
+
 _NETWORK = """
 import socket
 out = []
@@ -184,6 +229,8 @@ print(sorted(seen))
 raise SystemExit(1)
 """, frozenset({"RE"})),
   Attack("A11_write_outside", _WRITES, frozenset({"WA"}), forbidden=(":ok",)),
+  Attack("A11b_host_scratch_and_listing", _HOST_SCRATCH, frozenset({"WA"}), forbidden=(":listed", ":written")),
+  Attack("A10b_scratch_fill", _SCRATCH_FILL, frozenset({"WA"})),
   Attack("A12_read_answers", """
 for path in ("@ANSWERS@", "@PROJECT@/README.md"):
   try:

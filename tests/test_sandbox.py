@@ -1,10 +1,14 @@
-"""Sandbox tests: a probe of the isolation first, then the adversarial programs of code_eval.md §11.
+"""Sandbox tests: a probe of the isolation first, then the adversarial programs of code_eval.md §11, under both
+levels that run as root: "bwrap" (the default) and "unshare" (the opt-in fallback without bwrap, forced here).
 
 The attacks only run after the probe has shown, inside the sandbox, a non-root uid, a private pid namespace, no
 network, an explicit environment and an enforced RLIMIT_NPROC. Every attack runs alone and then two at a time
 (`run_many` over two slots), and after each the host-side invariants are checked: the evaluator is alive, the
-canary tree is unchanged, no process of the test's slot uids survives, the canary secret in the evaluator's
-environment never reaches any output, and the loopback listeners saw nothing.
+canary tree is unchanged, nothing was written into the host's /tmp, /var/tmp, /dev/shm, project, /root, /etc or
+/usr, no process of the test's slot uids survives, the canary secret in the evaluator's environment never reaches
+any output, and the loopback listeners saw nothing. Then the level policy: without bwrap the default refuses,
+naming the fix; the opt-in takes "unshare"; without root and bwrap nothing runs; a level whose probe fails is not
+claimed; the CLI refuses on a host whose bwrap is hidden.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 
 import pytest
 
+from no_bwrap import without_bwrap
 from sandbox_attacks import ATTACKS, Attack, render
 from ssd_jax.eval import isolation
 from ssd_jax.eval.compare import lcb_stdout_equal
@@ -32,9 +37,18 @@ PROJECT = pathlib.Path(__file__).resolve().parents[1]
 BASE_UID = 61700
 WALL_S = 1.5
 SECRET_ENV = "FAKE_SECRET_TOKEN"
-CFG = SandboxConfig(isolation="bwrap", wall_timeout_s=WALL_S, memory_bytes=512 << 20, stack_bytes=64 << 20,
-                    fsize_bytes=32 << 20, tmpfs_bytes=64 << 20, stdout_cap=8 << 20, workers=2, base_uid=BASE_UID)
+LEVELS = ("bwrap", "unshare")
 IS_ROOT = os.geteuid() == 0
+
+
+def _cfg(level: str, **overrides) -> SandboxConfig:
+  fields = dict(isolation=level, allow_weak_isolation=level != "bwrap", wall_timeout_s=WALL_S,
+                memory_bytes=512 << 20, stack_bytes=64 << 20, fsize_bytes=32 << 20, tmpfs_bytes=64 << 20,
+                stdout_cap=8 << 20, workers=2, base_uid=BASE_UID)
+  return SandboxConfig(**{**fields, **overrides})
+
+
+CFG = _cfg("bwrap")
 
 
 def _live_pids_of_uid(uid: int) -> list[int]:
@@ -115,8 +129,8 @@ class Host:
     answer = render(attack.answer, self.values)
     return "AC" if lcb_stdout_equal(result.stdout.decode("utf-8", "replace"), answer) else "WA"
 
-  def check(self, attack: Attack, result: RunResult) -> None:
-    assert result.isolation == "bwrap", result
+  def check(self, attack: Attack, result: RunResult, level: str) -> None:
+    assert result.isolation == level, result
     verdict = self.judge(attack, result)
     assert verdict in attack.verdicts, (attack.name, verdict, result.outcome, result.stdout[:500], result.stderr[-500:])
     stdout = result.stdout.decode("utf-8", "replace")
@@ -132,8 +146,8 @@ class Host:
     for slot in range(CFG.workers):
       assert _live_pids_of_uid(BASE_UID + slot) == []
     assert _tree_hash(self.canary) == self.canary_hash
-    for place in (PROJECT, pathlib.Path("/root"), pathlib.Path("/etc"), pathlib.Path("/usr")):
-      assert not (place / f"SANDBOX_PWNED_{self.tag}").exists()
+    for place in (PROJECT, "/root", "/etc", "/usr", "/", "/dev", "/tmp", "/var/tmp", "/dev/shm"):
+      assert not (pathlib.Path(place) / f"SANDBOX_PWNED_{self.tag}").exists(), place
     assert select.select([self.tcp, self.udp], [], [], 0)[0] == [], "a loopback listener was reached"
 
   def close(self) -> None:
@@ -177,13 +191,18 @@ print(json.dumps({"uid": os.getuid(), "pid": os.getpid(), "pidns": os.readlink("
 """
 
 
+@pytest.fixture(scope="module", params=LEVELS)
+def level(request) -> str:
+  return request.param
+
+
 @pytest.fixture(scope="module")
-def sandbox(host):
-  """The bwrap sandbox, returned only after the probe proves its isolation; otherwise the whole module fails."""
+def sandbox(host, level):
+  """The sandbox at `level`, returned only after the probe proves its isolation; otherwise the module fails."""
   try:
-    sb = Sandbox(CFG)
+    sb = Sandbox(_cfg(level))
   except SandboxError as e:
-    pytest.fail(f"bwrap sandbox unusable as root: {e}")
+    pytest.fail(f"{level} sandbox unusable as root: {e}")
   result = sb.run(Program(files={"probe.py": render(_PROBE, host.values).encode()}, argv=("/sandbox/probe.py",)))
   try:
     probe = json.loads(result.stdout)
@@ -216,10 +235,10 @@ def sandbox(host):
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_attack_alone(sandbox, host, attack):
+def test_attack_alone(sandbox, host, level, attack):
   rss_before = _vm_rss()
   result = sandbox.run(host.program(attack))
-  host.check(attack, result)
+  host.check(attack, result, level)
   assert _vm_rss() - rss_before < 200 << 20
   wall = attack.wall_timeout_s or WALL_S
   assert result.wall_s < wall + 1.0
@@ -227,8 +246,12 @@ def test_attack_alone(sandbox, host, attack):
     assert result.stdout_truncated and len(result.stdout) == CFG.stdout_cap
   if attack.name.startswith("A9"):
     assert len(result.stderr) == CFG.stderr_cap and result.stderr.endswith(b"e" * 100)
-  if attack.name.startswith("A10"):
+  if attack.name.startswith("A10_"):
     assert result.stdout == b"[27, 28]\n"  # EFBIG from RLIMIT_FSIZE, then ENOSPC from the tmpfs size
+  if attack.name.startswith("A10b"):
+    assert json.loads(result.stdout) == {"/": 30, "/dev": 30, "/dev/shm": 28, "/var/tmp": 28}
+  if attack.name.startswith("A11b"):
+    assert result.stdout.split()[:3] == [b"/tmp:private", b"/var/tmp:private", b"/dev/shm:private"], result.stdout
   if attack.name.startswith("A16c") or attack.name.startswith("A16d"):
     assert result.outcome == "exited" and result.returncode == 0 and result.frames == ()
   if attack.name.startswith("A18b"):
@@ -237,26 +260,24 @@ def test_attack_alone(sandbox, host, attack):
     assert result.frames == () and "truncated" in result.frames_error
 
 
-def test_attacks_two_at_a_time(sandbox, host):
+def test_attacks_two_at_a_time(sandbox, host, level):
   results = sandbox.run_many([host.program(attack) for attack in ATTACKS])
   for attack, result in zip(ATTACKS, results):
-    host.check(attack, result)
+    host.check(attack, result, level)
 
 
-def test_kill_attacks_leave_a_neighbour_alone(sandbox, host):
+def test_kill_attacks_leave_a_neighbour_alone(sandbox, host, level):
   neighbour = Attack("neighbour", "import time\ntime.sleep(0.5)\nprint(42)\n", frozenset({"AC"}))
   kills = [a for a in ATTACKS if a.name.startswith(("A1_", "A14"))]
   programs = [p for attack in kills for p in (host.program(attack), host.program(neighbour))]
   results = sandbox.run_many(programs)
   for i, attack in enumerate(kills):
-    host.check(attack, results[2 * i])
-    host.check(neighbour, results[2 * i + 1])
+    host.check(attack, results[2 * i], level)
+    host.check(neighbour, results[2 * i + 1], level)
 
 
-def test_cpu_limit_kills_a_signal_ignoring_loop(host):
-  cfg = SandboxConfig(isolation="bwrap", wall_timeout_s=6.0, cpu_seconds=1, memory_bytes=512 << 20,
-                      workers=1, base_uid=BASE_UID)
-  with Sandbox(cfg) as sb:
+def test_cpu_limit_kills_a_signal_ignoring_loop(host, level):
+  with Sandbox(_cfg(level, wall_timeout_s=6.0, cpu_seconds=1, workers=1)) as sb:
     result = sb.run(host.program(next(a for a in ATTACKS if a.name.startswith("A5_"))))
   assert result.outcome == "signaled" and result.wall_s < 4.0, result
   assert failure_verdict(result) == "TLE"
@@ -281,10 +302,9 @@ print(len(data))
   assert failure_verdict(result) is None
 
 
-def test_frames_over_cap_and_order_of_run_many(host):
-  cfg = SandboxConfig(isolation="bwrap", frames_cap=64, workers=2, base_uid=BASE_UID)
+def test_frames_over_cap_and_order_of_run_many(host, level):
   code = b"import os, struct\nfor n in (30, 30):\n  os.write(3, struct.pack('>I', n) + b'x' * n)\n"
-  with Sandbox(cfg) as sb:
+  with Sandbox(_cfg(level, frames_cap=64)) as sb:
     over = sb.run(Program(files={"main.py": code}, argv=("/sandbox/main.py",)))
     echoes = sb.run_many([Program(files={"main.py": f"print({i})".encode()}, argv=("/sandbox/main.py",))
                           for i in range(6)])
@@ -341,26 +361,64 @@ def test_overhead_is_reported(sandbox):
   subprocess.run([CFG.python, *CFG.python_flags, "-c", "pass"], check=True)
   bare = time.perf_counter() - start
   assert all(r.outcome == "exited" and r.returncode == 0 for r in results)
-  print(f"\nsandbox overhead: {per_run * 1e3:.1f} ms/run sequential, {per_run_parallel * 1e3:.1f} ms/run with "
+  print(f"\n{sandbox.isolation} sandbox overhead: {per_run * 1e3:.1f} ms/run sequential, {per_run_parallel * 1e3:.1f} ms/run with "
         f"{CFG.workers} workers, bare python {bare * 1e3:.1f} ms")
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the per-uid cleanup needs root")
-def test_process_fallback(host):
-  cfg = SandboxConfig(isolation="process", wall_timeout_s=WALL_S, memory_bytes=512 << 20, workers=1,
-                      base_uid=BASE_UID)
-  with Sandbox(cfg) as sb:
-    assert sb.isolation == "process"
-    ok = sb.run(Program(files={"main.py": b"import sys, os\nprint(sys.stdin.read().upper(), os.getuid())\n"},
-                        argv=("/sandbox/main.py",), stdin=b"abc"))
-    tle = sb.run(Program(files={"main.py": b"while True:\n  pass\n"}, argv=("/sandbox/main.py",)))
-    spinner = sb.run(host.program(next(a for a in ATTACKS if a.name.startswith("A23"))))
-  assert (ok.outcome, ok.returncode, ok.stdout, ok.isolation) == ("exited", 0, f"ABC {BASE_UID}\n".encode(), "process")
-  assert failure_verdict(tle) == "TLE" and tle.isolation == "process" and tle.wall_s < WALL_S + 1.0
-  # The forked spinner must not outlive the run (pid namespace, else the per-uid kill).
-  assert spinner.stdout == b"42\n" and spinner.wall_s < WALL_S
-  for slot in range(CFG.workers):
-    assert _live_pids_of_uid(BASE_UID + slot) == []
+def _without_bwrap(monkeypatch) -> None:
+  tools = isolation.find_tools()
+  monkeypatch.setattr(isolation, "find_tools", lambda: {**tools, "bwrap": None})
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the root levels need root")
+def test_without_bwrap_the_default_refuses_and_the_opt_in_takes_unshare(monkeypatch):
+  _without_bwrap(monkeypatch)
+  with pytest.raises(SandboxError) as refused:
+    Sandbox(SandboxConfig(workers=1, base_uid=BASE_UID))
+  message = str(refused.value)
+  assert "bubblewrap (bwrap) is not installed" in message and "apt-get install bubblewrap" in message
+  assert "--config.eval.allow_weak_isolation=True" in message and "--allow-weak-isolation" in message
+  with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
+    Sandbox(SandboxConfig(isolation="unshare", workers=1, base_uid=BASE_UID))  # naming the level is not the opt-in
+  with Sandbox(SandboxConfig(allow_weak_isolation=True, workers=1, base_uid=BASE_UID)) as sb:
+    result = sb.run(Program(files={"m.py": b"import os\nprint(os.getuid(), os.getpid())\n"}, argv=("/sandbox/m.py",)))
+  assert sb.isolation == "unshare" and result.isolation == "unshare"
+  assert result.stdout == f"{BASE_UID} 1\n".encode()
+
+
+def test_without_root_and_bwrap_nothing_runs_even_with_the_opt_in(monkeypatch):
+  _without_bwrap(monkeypatch)
+  monkeypatch.setattr(os, "geteuid", lambda: 1000)
+  with pytest.raises(SandboxError) as refused:
+    Sandbox(SandboxConfig(allow_weak_isolation=True, workers=1))
+  assert "unshare' level needs root" in str(refused.value) and "accept a weaker level" not in str(refused.value)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs bwrap as root")
+def test_a_level_whose_probe_fails_is_not_claimed(monkeypatch, tmp_path):
+  # Data under /usr is visible through the read-only /usr bind: the probe sees it and the sandbox refuses.
+  with pytest.raises(SandboxError, match="host directory /usr/share is listable"):
+    Sandbox(SandboxConfig(protected_paths=("/usr/share",), workers=1, base_uid=BASE_UID))
+  # "bwrap-nouid" without the uid drop, run here by root: the probe sees uid 0 inside.
+  monkeypatch.setattr(os, "geteuid", lambda: 1000)
+  with pytest.raises(SandboxError, match="weaker level, used only with the opt-in"):
+    Sandbox(SandboxConfig(workers=1))
+  with pytest.raises(SandboxError, match="runs as uid 0"):
+    Sandbox(SandboxConfig(isolation="bwrap", allow_weak_isolation=True, workers=1))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the unshare level needs root")
+def test_unshare_setup_failure_is_a_sandbox_error_and_programs_cannot_fake_one(monkeypatch, tmp_path):
+  with Sandbox(_cfg("unshare", workers=1)) as sb:
+    fake = sb.run(Program(files={"m.py": b"import sys\nsys.stderr.write('newroot: mount failed')\nsys.exit(125)\n"},
+                          argv=("/sandbox/m.py",)))
+    assert fake.outcome == "exited" and fake.returncode == 125 and failure_verdict(fake) == "RE"
+    broken = tmp_path / "newroot.py"
+    broken.write_text("import sys\nprint('newroot: mount: Operation not permitted', file=sys.stderr)\nsys.exit(125)\n")
+    monkeypatch.setattr(isolation, "NEWROOT_SCRIPT", str(broken))
+    result = sb.run(Program(files={"m.py": b"print(42)\n"}, argv=("/sandbox/m.py",)))
+  assert result.outcome == "sandbox_error" and failure_verdict(result) == "SANDBOX_ERROR"
+  assert "did not start the program" in result.error and "Operation not permitted" in result.error
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to start a process as another uid")
@@ -408,14 +466,35 @@ def test_cli(tmp_path):
   assert rc == 2 and out is None and str(missing) in err
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="hides bwrap in a private mount namespace")
+def test_cli_on_a_host_without_bwrap_refuses_unless_opted_in(tmp_path):
+  code = (tmp_path / "main.py")
+  tag = secrets.token_hex(4)
+  code.write_text(f"import os\nfor d in ('/tmp', '/var/tmp', '/dev/shm'):\n  open(d + '/SANDBOX_PWNED_{tag}', 'w')\n"
+                  f"print(sorted(os.listdir('/tmp')))\ntry:\n  print(os.listdir({str(PROJECT)!r}))\n"
+                  "except OSError as e:\n  print('project', type(e).__name__)\n")
+  argv = [sys.executable, "-m", "ssd_jax.eval.run", "--code", str(code)]
+  refused = subprocess.run(without_bwrap(argv), capture_output=True, text=True, cwd=PROJECT, timeout=60)
+  out = json.loads(refused.stdout.strip().splitlines()[-1])
+  assert refused.returncode == 1 and out["verdict"] == "SANDBOX_ERROR" and out["isolation"] is None
+  assert "apt-get install bubblewrap" in refused.stderr and "--allow-weak-isolation" in out["error"]
+  ran = subprocess.run(without_bwrap(argv + ["--allow-weak-isolation"]), capture_output=True, text=True, cwd=PROJECT,
+                       timeout=60)
+  out = json.loads(ran.stdout.strip().splitlines()[-1])
+  assert ran.returncode == 0 and out["verdict"] == "OK" and out["isolation"] == "unshare", ran.stdout + ran.stderr
+  assert out["stdout"] == f"['SANDBOX_PWNED_{tag}']\nproject FileNotFoundError\n"
+  for place in ("/tmp", "/var/tmp", "/dev/shm"):
+    assert not os.path.exists(f"{place}/SANDBOX_PWNED_{tag}")
+
+
 def test_cli_refuses_a_missing_code_file(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "ssd_jax.eval.run", "--code", str(tmp_path / "nope.py")],
                         capture_output=True, text=True, cwd=PROJECT, timeout=60)
   assert proc.returncode == 2 and "nope.py" in proc.stderr and proc.stdout == ""
 
 
-def test_tempdirs_are_private_and_removed(host):
-  with Sandbox(SandboxConfig(isolation="bwrap", workers=1, base_uid=BASE_UID)) as sb:
+def test_tempdirs_are_private_and_removed(host, level):
+  with Sandbox(_cfg(level, workers=1)) as sb:
     base = pathlib.Path(sb._base)
     assert base.stat().st_mode & 0o777 == 0o711 and base.stat().st_uid == os.geteuid()
     sb.run(Program(files={"m.py": b"pass"}, argv=("/sandbox/m.py",)))

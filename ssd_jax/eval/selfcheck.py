@@ -1,6 +1,7 @@
 """Checks that this host can evaluate code: HumanEval's canonical solutions pass, broken twins fail, attacks fail.
 
-  python -m ssd_jax.eval.selfcheck [--isolation auto|bwrap|process] [--workers N] [--timeout S]
+  python -m ssd_jax.eval.selfcheck [--isolation auto|bwrap|unshare] [--allow-weak-isolation] [--workers N]
+                                   [--timeout S]
 
 Run it first on a new cluster. It judges, through the sandbox and the same judge as real evaluations:
 - the 164 canonical HumanEval solutions (all must be AC);
@@ -24,7 +25,7 @@ import time
 
 from ssd_jax.eval.judge import judge_many
 from ssd_jax.eval.lcb import load_humaneval_problems
-from ssd_jax.eval.sandbox import Program, Sandbox, SandboxConfig
+from ssd_jax.eval.sandbox import Program, Sandbox, SandboxConfig, SandboxError, add_isolation_flags
 
 _CANARY = "SSD_JAX_SELFCHECK_CANARY_7f3a9c"
 
@@ -60,13 +61,19 @@ def _attacks(port: int, target: str) -> dict[str, tuple[Program, str]]:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m ssd_jax.eval.selfcheck", description=__doc__.split("\n")[0])
-  parser.add_argument("--isolation", default="auto", choices=("auto", "bwrap", "process"))
+  add_isolation_flags(parser)
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--timeout", type=float, default=6.0, help="per-test limit (LCB's default)")
   args = parser.parse_args(argv)
 
   os.environ["SSD_JAX_SELFCHECK_SECRET"] = _CANARY  # the children must never see it
-  sandbox = Sandbox(SandboxConfig(isolation=args.isolation, workers=args.workers, wall_timeout_s=args.timeout + 4))
+  try:
+    sandbox = Sandbox(SandboxConfig(isolation=args.isolation, allow_weak_isolation=args.allow_weak_isolation,
+                                    workers=args.workers, wall_timeout_s=args.timeout + 4))
+  except SandboxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"ok": False, "error": str(e)}))
+    return 1
   print(f"sandbox isolation: {sandbox.isolation}, {args.workers} workers", flush=True)
   problems = load_humaneval_problems()
   t0 = time.time()
