@@ -6,16 +6,18 @@ Output layout (`out_dir`):
   decoded sample (thinking traces included, nothing stripped): the format ml-ssd, TRL and Megatron-Bridge read.
   Degenerate samples stay in the shards with `kept: false` and the reason, so nothing is lost; trainers read
   `kept` rows (`read_samples`).
-- `plan.json`: what the shards were planned from (sampling config, prompt digest); a rerun with a different plan
-  is refused instead of silently mixing two runs.
+- `plan.json`: what the shards were planned from (sampling config, random stream scheme, prompt digest); a rerun
+  with a different plan is refused instead of silently mixing two runs.
 - `manifest.json`: written last, by process 0: config, counts (prompts, bad rows with ids, samples, kept, filtered
   by reason, tokens), shard list, `finished: true`.
 
-Resumption. Shard k is a fixed slice of the ordered prompt list, and its sampling seed is derived from the run
-seed and the ids in that slice, so a shard's text depends only on its prompts: a resumed run samples exactly what
-an uninterrupted one would. A shard is committed by writing `samples-k.jsonl.tmp`, fsync, then an atomic
-no-overwrite link to the final name; after `kill -9` a rerun validates every committed shard, discards torn temp
-files and samples only the missing shards. A committed file is never rewritten.
+Resumption. Shard k is a fixed slice of the ordered prompt list. Every prompt samples from its own random stream,
+named by its id (`stream_id_of(prompt id)`, under the run seed), so a sample's text depends only on its prompt, its
+sample index and the run seed, never on the shard size, the other prompts or the process that samples it: a
+resumed run samples exactly what an uninterrupted one would. A shard is committed by writing
+`samples-k.jsonl.tmp`, fsync, then an atomic no-overwrite link to the final name; after `kill -9` a rerun validates
+every committed shard, discards torn temp files and samples only the missing shards. A committed file is never
+rewritten.
 
 Multi-host. Shard k belongs to process `k % process_count`; every process samples its own shards on its own
 (process-local) mesh and writes them to the shared `out_dir`. Shard indices are global, so names never collide and
@@ -39,10 +41,10 @@ from ssd_jax.data.sources import PromptRecord, SourceReport, check_unique_ids
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.loader import LoadedModel
 from ssd_jax.models.transformer import NO_SHARDING, Sharding
-from ssd_jax.sampling.engine import FINISH_LENGTH, Engine, EngineConfig, Request
+from ssd_jax.sampling.engine import FINISH_LENGTH, RANDOM_STREAM, Engine, EngineConfig, Request, stream_id_of
 
 __all__ = ["DegeneracyRule", "MANIFEST", "PLAN", "SynthesisConfig", "SynthesisError", "classify_sample",
-           "max_prompt_tokens", "read_samples", "shard_name", "shard_seed", "synthesize"]
+           "max_prompt_tokens", "read_samples", "shard_name", "synthesize"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ class SynthesisConfig:
   def __post_init__(self):
     if self.n_per_prompt < 1 or self.max_new_tokens < 1 or self.shard_size < 1:
       raise ValueError("n_per_prompt, max_new_tokens and shard_size must be >= 1")
+    if not 0 <= self.seed < 2 ** 32:
+      raise ValueError(f"seed must be in [0, 2**32) (the engine's seed), got {self.seed}")
     if self.prompt_style not in PROMPT_STYLES:
       raise ValueError(f"unknown prompt_style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
     if self.on_bad_row not in ("skip", "error"):
@@ -146,12 +150,6 @@ def max_prompt_tokens(cfg: ModelConfig, ecfg: EngineConfig, max_new_tokens: int)
 
 def shard_name(index: int) -> str:
   return f"{_SHARD_PREFIX}{index:05d}{_SHARD_SUFFIX}"
-
-
-def shard_seed(seed: int, ids: Sequence[str]) -> int:
-  """The engine seed of a shard: a function of the run seed and the shard's prompt ids only (31 bits)."""
-  digest = hashlib.sha256(json.dumps([seed, list(ids)]).encode()).digest()
-  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def _prompt_digest(prompts: Sequence[RenderedPrompt]) -> str:
@@ -285,7 +283,8 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
   os.makedirs(out_dir, exist_ok=True)
   if process_index == 0:
     _check_plan(out_dir, {"sampling": config.sampling_json(), "prompts": len(prompts), "shards": len(shards),
-                          "prompt_digest": _prompt_digest(prompts), "stop_ids": list(tok.stop_ids)})
+                          "prompt_digest": _prompt_digest(prompts), "stop_ids": list(tok.stop_ids),
+                          "random_stream": f"{RANDOM_STREAM}; seed = run seed, stream_id = stream_id_of(prompt id)"})
   engine = None
   written, resumed, discarded = [], [], []
   for k in range(process_index, len(shards), process_count):
@@ -300,9 +299,9 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
     if engine is None:
       engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding, decode_text=tok.decode)
     requests = [Request(p.ids, n=config.n_per_prompt, max_new_tokens=config.max_new_tokens,
-                        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p)
-                for p in shards[k]]
-    results = engine.generate(requests, seed=shard_seed(config.seed, [p.record.id for p in shards[k]]))
+                        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
+                        stream_id=stream_id_of(p.record.id)) for p in shards[k]]
+    results = engine.generate(requests, seed=config.seed)
     rows = _sample_rows(shards[k], results, config.degeneracy)
     _commit(path, b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
     written.append(k)

@@ -189,9 +189,11 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
   """n answers per problem from `engine` -> ({problem id: texts}, {problem id: finish reasons}).
 
   Prompts are rendered exactly as for synthesis (`data.prompts`), through the model's chat template. A prompt
-  that does not fit is an error here (an evaluation never drops problems silently).
+  that does not fit is an error here (an evaluation never drops problems silently). Answer i of problem p draws
+  from the random stream (sampling.seed, stream_id_of(p.id), i), so it does not depend on which other problems
+  are in `problems`, on their order, or on the process that samples p.
   """
-  from ssd_jax.sampling.engine import Request
+  from ssd_jax.sampling.engine import Request, stream_id_of
 
   rendered = render_prompts([prompt_record(p) for p in problems], tokenizer, style=sampling.prompt_style,
                             system_message=sampling.system_message, max_prompt_tokens=max_prompt_tokens,
@@ -200,7 +202,8 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
     dropped = sorted({p.id for p in problems} - {r.record.id for r in rendered})
     raise ValueError(f"prompts too long for the context: {dropped[:10]} ({len(dropped)} in all)")
   requests = [Request(r.ids, n=sampling.n, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                      top_k=sampling.top_k, top_p=sampling.top_p) for r in rendered]
+                      top_k=sampling.top_k, top_p=sampling.top_p, stream_id=stream_id_of(r.record.id))
+              for r in rendered]
   out = engine.generate(requests, seed=sampling.seed, progress=progress)
   stop = set(int(s) for s in tokenizer.stop_ids)
   texts, reasons = {}, {}

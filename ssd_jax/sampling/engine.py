@@ -10,8 +10,10 @@ thousands), so the engine is built for throughput:
   long output never holds short ones hostage;
 - prompts are right-padded to length buckets and prefill batches to size buckets, which bounds the number of
   compilations;
-- each sequence samples with its own random stream `row_keys(seed, sequence id, step)`, so its tokens do not
-  depend on its slot, on refills, or on what else is in the batch;
+- sample i of a request draws step t from the key fold_in(sequence_keys(seed, stream_id, i), t), where the
+  request's `stream_id` is its identity (a hash of its prompt or problem id, `stream_id_of`), never its position:
+  a sequence's tokens depend only on (seed, stream id, sample index, its own tokens so far), not on its slot, on
+  refills, on what else is in the call, or on the order, batch size or chunking of the calls;
 - sampling parameters are per-row traced arrays: a new temperature never recompiles.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import time
 from typing import Callable, Sequence
@@ -30,9 +33,22 @@ from flax import struct
 
 from ssd_jax.models import transformer
 from ssd_jax.models.config import ModelConfig
-from ssd_jax.sampling.sampler import SamplingParams, row_keys, sample
+from ssd_jax.sampling.sampler import SamplingParams, sample, sequence_keys, step_keys
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
+STREAM_ID_LIMIT = 2 ** 64  # stream ids are 64-bit: 10^5 prompt ids would collide in 32 bits (birthday bound)
+# How a sample's keys derive from its identity; outputs that record it (synthesis plans) refuse to mix schemes.
+RANDOM_STREAM = "fold_in(key(seed), stream_id >> 32, stream_id & 0xffffffff, sample_index, step)"
+
+
+def stream_id_of(name: str) -> int:
+  """The 64-bit stream id of a string identity (a prompt or problem id): the first 8 bytes of its sha256."""
+  return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+
+
+def _prompt_stream_id(prompt: Sequence[int]) -> int:
+  """The default stream id of a request: a hash of its prompt token ids (so never its position in a call)."""
+  return int.from_bytes(hashlib.sha256(np.asarray(prompt, "<i8").tobytes()).digest()[:8], "big")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +68,13 @@ class EngineConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """One prompt, sampled `n` times with its own parameters."""
+  """One prompt, sampled `n` times with its own parameters.
+
+  `stream_id` names the request's random stream (an int in [0, 2**64), e.g. `stream_id_of(problem id)`): sample i
+  draws from (seed, stream_id, i) only. None means a hash of the prompt tokens, so two requests with the same
+  prompt and no stream id draw the same samples; give them distinct ids (or one request with a larger n) to
+  draw independent ones.
+  """
 
   prompt: Sequence[int]
   n: int = 1
@@ -61,6 +83,7 @@ class Request:
   top_k: int = 0
   top_p: float = 1.0
   min_p: float = 0.0
+  stream_id: int | None = None
 
 
 @dataclasses.dataclass
@@ -86,7 +109,7 @@ class SlotState:
   num_generated: jax.Array  # [B] int32
   max_new: jax.Array  # [B] int32
   done: jax.Array  # [B] bool; free slots are done
-  seq_id: jax.Array  # [B] int32, global sequence id (the random stream)
+  key: jax.Array  # [B] typed PRNG keys: each sequence's base key (seed, stream id, sample index); steps fold in
   params: SamplingParams
   out_tokens: jax.Array  # [B, N] int32
   out_logprobs: jax.Array  # [B, N] float32
@@ -123,10 +146,9 @@ def _record(state: SlotState, rows_active: jax.Array, token: jax.Array, logprob:
                        out_tokens=out_tokens, out_logprobs=out_logprobs)
 
 
-def _draw(logits: jax.Array, state: SlotState, seed: jax.Array, ecfg: "EngineConfig",
-          sharding: transformer.Sharding):
+def _draw(logits: jax.Array, state: SlotState, ecfg: "EngineConfig", sharding: transformer.Sharding):
   """Samples each row's next token from its own stream; logprobs only when asked (an extra pass over V)."""
-  keys = row_keys(seed, state.seq_id, state.num_generated)
+  keys = step_keys(state.key, state.num_generated)
   p = state.params
   token = sample(keys, logits, p.temperature, p.top_k, p.top_p, p.min_p, k_max=ecfg.k_max, sharding=sharding)
   if not ecfg.return_logprobs:
@@ -142,10 +164,11 @@ def _prefill(params, prompts, valid, *, cfg: ModelConfig, slot_len: int, shardin
 
 
 @functools.partial(jax.jit, static_argnames=("ecfg", "sharding"), donate_argnames=("state",))
-def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, seq_id, max_new,
+def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, streams, sample_index, max_new,
             params: SamplingParams, seed, stop_ids, *, ecfg: EngineConfig, sharding: transformer.Sharding):
-  """Copies prefilled rows `src` into `slots` (out-of-range slots are padding and dropped) and samples
-  each new sequence's first token from its prompt's logits."""
+  """Copies prefilled rows `src` into `slots` (out-of-range slots are padding and dropped), derives each new
+  sequence's base key from (seed, streams [W, 2] uint32 halves, sample_index [W]) and samples its first token
+  from its prompt's logits."""
   p_len = pcache.max_len
 
   def put(big, small):  # big [B, K, T, Dh], small [Bp, K, P, Dh]
@@ -158,12 +181,13 @@ def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, s
       valid=state.cache.valid.at[slots].set(valid, mode="drop"),
       length=state.cache.length.at[slots].set(pcache.length[src], mode="drop"),
       next_pos=state.cache.next_pos.at[slots].set(pcache.next_pos[src], mode="drop"))
-  new = SlotState(cache=cache, last_token=jnp.zeros_like(seq_id), num_generated=jnp.zeros_like(seq_id),
-                  max_new=max_new, done=jnp.zeros(seq_id.shape, bool), seq_id=seq_id, params=params,
-                  out_tokens=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.int32),
-                  out_logprobs=jnp.zeros((slots.shape[0], state.out_tokens.shape[1]), jnp.float32))
-  token, logprob = _draw(logits[src], new, seed, ecfg, sharding)
-  new = _record(new, jnp.ones(seq_id.shape, bool), token, logprob, stop_ids)
+  width = slots.shape[0]
+  new = SlotState(cache=cache, last_token=jnp.zeros((width,), jnp.int32), num_generated=jnp.zeros((width,), jnp.int32),
+                  max_new=max_new, done=jnp.zeros((width,), bool), key=sequence_keys(seed, streams, sample_index),
+                  params=params, out_tokens=jnp.zeros((width, state.out_tokens.shape[1]), jnp.int32),
+                  out_logprobs=jnp.zeros((width, state.out_tokens.shape[1]), jnp.float32))
+  token, logprob = _draw(logits[src], new, ecfg, sharding)
+  new = _record(new, jnp.ones((width,), bool), token, logprob, stop_ids)
 
   def scatter(big, small):
     return big.at[slots].set(small, mode="drop")
@@ -173,7 +197,7 @@ def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, s
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding"), donate_argnames=("state",))
-def _chunk(params, state: SlotState, seed, steps, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
+def _chunk(params, state: SlotState, steps, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
            sharding: transformer.Sharding):
   """Up to `steps` decode steps; stops early once every slot is done."""
 
@@ -191,7 +215,7 @@ def _chunk(params, state: SlotState, seed, steps, stop_ids, *, cfg: ModelConfig,
                           next_pos=jnp.where(active, cache.next_pos, s.cache.next_pos),
                           valid=jnp.where(active[:, None], cache.valid, s.cache.valid))
     s = s.replace(cache=cache)
-    token, logprob = _draw(logits, s, seed, ecfg, sharding)
+    token, logprob = _draw(logits, s, ecfg, sharding)
     return i + 1, _record(s, active, token, logprob, stop_ids)
 
   steps_run, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
@@ -203,7 +227,8 @@ def _empty_slots(batch: int, max_new: int) -> SlotState:
   """Free slots (done, no cache yet); built under jit so that every field is its own buffer (the state is donated)."""
   zeros = jnp.zeros((batch,), jnp.int32)
   return SlotState(cache=None, last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((batch,), bool),
-                   seq_id=zeros, params=SamplingParams.full(batch), out_tokens=jnp.zeros((batch, max_new), jnp.int32),
+                   key=jax.random.split(jax.random.key(0), batch), params=SamplingParams.full(batch),
+                   out_tokens=jnp.zeros((batch, max_new), jnp.int32),
                    out_logprobs=jnp.zeros((batch, max_new), jnp.float32))
 
 
@@ -233,6 +258,8 @@ class Engine:
         raise ValueError(f"request {i}: empty prompt")
       if r.max_new_tokens < 1 or r.n < 1:
         raise ValueError(f"request {i}: max_new_tokens and n must be >= 1, got {r.max_new_tokens} and {r.n}")
+      if r.stream_id is not None and not 0 <= r.stream_id < STREAM_ID_LIMIT:
+        raise ValueError(f"request {i}: stream_id must be in [0, 2**64), got {r.stream_id}")
       need = _bucket(len(r.prompt), self.ecfg.prompt_buckets) + r.max_new_tokens
       if need > self.ecfg.max_cache_len:
         raise ValueError(
@@ -242,14 +269,21 @@ class Engine:
 
   def generate(self, requests: Sequence[Request], seed: int = 0, progress: Callable[[int, int], None] | None = None
                ) -> list[list[Completion]]:
-    """Returns, for each request, its n completions (in sample order)."""
+    """Returns, for each request, its n completions (in sample order).
+
+    Sample i of request r is a function of (seed, r's stream id, i) and the request itself, whatever else is in
+    the call and in whichever order (see `Request.stream_id`). `seed` is in [0, 2**32).
+    """
     self.check_fits(requests)
+    if not 0 <= seed < 2 ** 32:
+      raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     ecfg = self.ecfg
     b = ecfg.batch_size
     max_new = max(r.max_new_tokens for r in requests)
     sequences = [(ri, si) for ri, r in enumerate(requests) for si in range(r.n)]
     results: list[list[Completion | None]] = [[None] * r.n for r in requests]
     seed_arr = jnp.asarray(seed, jnp.uint32)
+    streams = [_prompt_stream_id(r.prompt) if r.stream_id is None else r.stream_id for r in requests]
     stop_set = set(np.asarray(self.stop_ids).tolist())
     # The cache is sized for this call's longest sequence: decode attends over every slot of the cache.
     need = max(_bucket(len(r.prompt), ecfg.prompt_buckets) + r.max_new_tokens for r in requests)
@@ -262,10 +296,10 @@ class Engine:
       free = [i for i, s in enumerate(slot_seq) if s is None]
       if free and pending:
         take = [pending.pop() for _ in range(min(len(free), len(pending)))]
-        state = self._fill(state, [sequences[t] for t in take], take, free[:len(take)], requests, seed_arr)
+        state = self._fill(state, [sequences[t] for t in take], free[:len(take)], requests, streams, seed_arr)
         for slot, t in zip(free, take):
           slot_seq[slot] = t
-      state, steps_run = _chunk(self.params, state, seed_arr, jnp.asarray(ecfg.chunk_steps, jnp.int32), self.stop_ids,
+      state, steps_run = _chunk(self.params, state, jnp.asarray(ecfg.chunk_steps, jnp.int32), self.stop_ids,
                                 cfg=self.cfg, ecfg=ecfg, sharding=self.sharding)
       self.stats["decode_chunks"] += 1
       self.stats["decode_steps"] += int(steps_run)
@@ -290,8 +324,10 @@ class Engine:
     self.stats["wall_s"] = time.time() - t0
     return [[c for c in row] for row in results]
 
-  def _fill(self, state: SlotState, seqs, seq_ids, slots, requests, seed_arr) -> SlotState:
-    """Prefills the distinct prompts among `seqs` once and inserts their sequences into `slots`."""
+  def _fill(self, state: SlotState, seqs: Sequence[tuple[int, int]], slots: Sequence[int],
+            requests: Sequence[Request], streams: Sequence[int], seed_arr: jax.Array) -> SlotState:
+    """Prefills the distinct prompts among `seqs` ((request, sample) pairs) once and inserts their sequences into
+    `slots`; `streams` holds each request's stream id."""
     ecfg = self.ecfg
     prompt_rows: dict[int, int] = {}
     for ri, _ in seqs:
@@ -313,18 +349,21 @@ class Engine:
     width = ecfg.batch_size  # fixed insert width: one compilation per prefill shape
     src = np.zeros(width, np.int32)
     slot_idx = np.full(width, ecfg.batch_size, np.int32)  # out of range = dropped
-    seq_id = np.zeros(width, np.int32)
+    halves = np.zeros((width, 2), np.uint32)  # (hi, lo) of each sequence's 64-bit stream id
+    sample_index = np.zeros(width, np.int32)
     max_new = np.ones(width, np.int32)
     temp, top_k, top_p, min_p = (np.ones(width, np.float32), np.zeros(width, np.int32), np.ones(width, np.float32),
                                  np.zeros(width, np.float32))
-    for j, ((ri, _), sid, slot) in enumerate(zip(seqs, seq_ids, slots)):
+    for j, ((ri, si), slot) in enumerate(zip(seqs, slots)):
       r = requests[ri]
-      src[j], slot_idx[j], seq_id[j], max_new[j] = prompt_rows[ri], slot, sid, r.max_new_tokens
+      src[j], slot_idx[j], sample_index[j], max_new[j] = prompt_rows[ri], slot, si, r.max_new_tokens
+      halves[j] = streams[ri] >> 32, streams[ri] & 0xFFFFFFFF
       temp[j], top_k[j], top_p[j], min_p[j] = r.temperature, r.top_k, r.top_p, r.min_p
     params = SamplingParams(temperature=jnp.asarray(temp), top_k=jnp.asarray(top_k), top_p=jnp.asarray(top_p),
                             min_p=jnp.asarray(min_p))
-    return _insert(state, logits, pcache, jnp.asarray(src), jnp.asarray(slot_idx), jnp.asarray(seq_id),
-                   jnp.asarray(max_new), params, seed_arr, self.stop_ids, ecfg=ecfg, sharding=self.sharding)
+    return _insert(state, logits, pcache, jnp.asarray(src), jnp.asarray(slot_idx), jnp.asarray(halves),
+                   jnp.asarray(sample_index), jnp.asarray(max_new), params, seed_arr, self.stop_ids, ecfg=ecfg,
+                   sharding=self.sharding)
 
 
 def generate(params, cfg: ModelConfig, requests: Sequence[Request], stop_ids: Sequence[int], *, seed: int = 0,

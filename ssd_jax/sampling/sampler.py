@@ -67,16 +67,40 @@ class SamplingParams:
                top_p=jnp.full((batch,), top_p, jnp.float32), min_p=jnp.full((batch,), min_p, jnp.float32))
 
 
-def row_keys(seed: int | jax.Array, request_ids: jax.Array, steps: int | jax.Array) -> jax.Array:
-  """Per-row keys fold_in(fold_in(key(seed), request_id), step) -> typed keys [B].
+def sequence_keys(seed: int | jax.Array, streams: jax.Array, sample_index: int | jax.Array = 0) -> jax.Array:
+  """The base key of each sequence: fold_in(fold_in(fold_in(key(seed), hi), lo), sample_index) -> typed keys [B].
 
-  A sequence's random stream is then fixed by (seed, request, step): it does not depend on its batch slot
-  or on what else is in the batch. `seed` may be an int, a traced int, or a typed key; `steps` broadcasts.
+  A sequence is sample `sample_index` of the random stream whose 64-bit id has 32-bit halves (hi, lo), so its
+  randomness is fixed by (seed, stream id, sample index) alone: not by its batch slot, its position in a call,
+  or what else is sampled with it. 64 bits keep the ids of 10^5 prompts apart (32 bits would collide).
+
+  Args:
+    seed: An int, a traced int, or a typed key.
+    streams: [B, 2] uint32 (hi, lo) halves of 64-bit stream ids, or [B] ids below 2**32 (hi = 0).
+    sample_index: Broadcasts to [B].
   """
   base = seed if _is_typed_key(seed) else jax.random.key(seed)
-  request_ids = jnp.asarray(request_ids, jnp.int32)
-  steps = jnp.broadcast_to(jnp.asarray(steps, jnp.int32), request_ids.shape)
-  return jax.vmap(lambda r, s: jax.random.fold_in(jax.random.fold_in(base, r), s))(request_ids, steps)
+  streams = jnp.asarray(streams, jnp.uint32)
+  if streams.ndim == 1:
+    streams = jnp.stack([jnp.zeros_like(streams), streams], axis=-1)
+  samples = jnp.broadcast_to(jnp.asarray(sample_index, jnp.uint32), streams.shape[:1])
+  fold = jax.random.fold_in
+  return jax.vmap(lambda s, i: fold(fold(fold(base, s[0]), s[1]), i))(streams, samples)
+
+
+def step_keys(keys: jax.Array, steps: int | jax.Array) -> jax.Array:
+  """Typed keys [B] (from `sequence_keys`) -> the keys of decode step `steps` (broadcasts): fold_in(key, step)."""
+  steps = jnp.broadcast_to(jnp.asarray(steps, jnp.uint32), keys.shape)
+  return jax.vmap(jax.random.fold_in)(keys, steps)
+
+
+def row_keys(seed: int | jax.Array, streams: jax.Array, steps: int | jax.Array,
+             sample_index: int | jax.Array = 0) -> jax.Array:
+  """The engine's per-row keys: sample `sample_index` of `streams` at decode step `steps` -> typed keys [B].
+
+  step_keys(sequence_keys(seed, streams, sample_index), steps); arguments as there.
+  """
+  return step_keys(sequence_keys(seed, streams, sample_index), steps)
 
 
 @functools.partial(jax.jit, static_argnames=("k_max",))
