@@ -19,6 +19,11 @@ def get_config() -> config_dict.ConfigDict:
   config.distributed.num_processes = config_dict.placeholder(int)
   config.distributed.process_id = config_dict.placeholder(int)
   config.distributed.auto = True
+  # How long a process waits at a barrier for the others (end of synthesis, HF export, each T_eval's judging, end
+  # of the run). Processes get equal shares of the work, not of its time: judging one share of a large LCB sweep
+  # can end hours after another's, and a barrier that times out stops the run. A crashed process is noticed
+  # sooner anyway (the coordination service's heartbeat stops everyone after ~100 s), so this is generous: 6 h.
+  config.distributed.barrier_timeout_s = 6 * 3600.0
 
   config.model = config_dict.ConfigDict()
   config.model.checkpoint = ""  # HF directory, .gguf file, orbax directory, or "random" (config.model.arch)

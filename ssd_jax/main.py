@@ -62,6 +62,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   need(config.eval.isolation in ("auto", "bwrap", "unshare"), "eval.isolation", "'auto', 'bwrap' or 'unshare'")
   need(config.sample.temperature >= 0, "sample.temperature", "a temperature >= 0")
   need(0 < config.sample.top_p <= 1, "sample.top_p", "a value in (0, 1]")
+  need(config.distributed.barrier_timeout_s > 0, "distributed.barrier_timeout_s", "a number of seconds > 0")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
   need(config.train.attention in ("auto", "xla", "cudnn"), "train.attention", "'auto', 'xla' or 'cudnn'")
   need(config.train.attention != "cudnn" or not config.train.packing, "train.attention",
@@ -132,6 +133,7 @@ class Pipeline:
   def __init__(self, config: config_dict.ConfigDict):
     import jax
 
+    from ssd_jax.coordination import is_coordinator
     from ssd_jax.models.sharding import ShardingRules, make_mesh
     from ssd_jax.models.transformer import Sharding
 
@@ -146,7 +148,7 @@ class Pipeline:
     self.tuned_params = None
     self.results: dict[str, Any] = {}
     os.makedirs(self.paths.workdir, exist_ok=True)
-    if jax.process_index() == 0:
+    if is_coordinator():
       with open(os.path.join(self.paths.workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=1, sort_keys=True))
 
@@ -300,8 +302,7 @@ class Pipeline:
     return base.cfg, self.tuned_params
 
   def evaluate(self) -> dict:
-    import jax
-
+    from ssd_jax import coordination
     from ssd_jax.eval.evaluate import EvalSettings, SamplingSettings, evaluate_sweep
     from ssd_jax.eval.sandbox import Sandbox
     from ssd_jax.sampling.engine import Engine, EngineConfig
@@ -338,8 +339,8 @@ class Pipeline:
 
         out[name] = evaluate_sweep(engine, base.tokenizer, problems, sandbox, tuple(decoding.temperatures),
                                    sampling=sampling, settings=settings, out_dir=os.path.join(self.paths.eval, name),
-                                   tag=name, log=log.info, process_index=jax.process_index(),
-                                   process_count=jax.process_count(), barrier=_barrier, progress=progress)
+                                   tag=name, log=log.info, process_index=coordination.process_index(),
+                                   process_count=coordination.process_count(), progress=progress)
         for bar in bars.values():
           bar.close()
         log.info("evaluate %s: best pass@1 %.4f at T %g over %d problems -> %s [%.0fs]", name,
@@ -370,14 +371,13 @@ class Pipeline:
     return sequences, prompt_lens
 
   def analyze(self) -> dict:
-    import jax
-
     from ssd_jax.analysis.report import write_report
+    from ssd_jax.coordination import is_coordinator
 
     a = self.config.analysis
     ready = os.path.exists(os.path.join(self.paths.samples, "manifest.json")) and (
         self.tuned_params is not None or os.path.exists(os.path.join(self.paths.export, "config.json")))
-    if a.diagnostics and ready and jax.process_index() == 0:
+    if a.diagnostics and ready and is_coordinator():
       from ssd_jax.analysis.diagnostics import run_diagnostics
 
       t0 = time.time()
@@ -393,11 +393,6 @@ class Pipeline:
     log.info("analyze: report -> %s", os.path.join(self.paths.workdir, "report.md"))
     self.results["analyze"] = {"report": os.path.join(self.paths.workdir, "report.md")}
     return summary
-
-
-def _barrier(name: str) -> None:
-  from jax.experimental import multihost_utils
-  multihost_utils.sync_global_devices(name)
 
 
 def sandbox_config(config: config_dict.ConfigDict):
@@ -448,6 +443,8 @@ def run(config: config_dict.ConfigDict, stage: str) -> dict:
   if stage in ("evaluate", "all"):
     check_sandbox(config)
   maybe_initialize_distributed(config)
+  from ssd_jax import coordination
+  coordination.set_barrier_timeout(config.distributed.barrier_timeout_s)
   pipeline = Pipeline(config)
   stages = ("synthesize", "train", "evaluate", "analyze") if stage == "all" else (stage,)
   t0 = time.time()
@@ -456,6 +453,9 @@ def run(config: config_dict.ConfigDict, stage: str) -> dict:
     result = getattr(pipeline, name)()
     if name == "analyze":
       summary = result
+  # Leave together: at exit jax.distributed waits only 5 min (shutdown_timeout_seconds) for the other processes,
+  # then aborts them all, and process 0 works alone at the end (the Fig. 6 diagnostics, the report).
+  coordination.barrier("ssd_jax.main.done")
   out = {"workdir": pipeline.paths.workdir, "stage": stage, "wall_s": round(time.time() - t0, 1),
          **{k: v for k, v in pipeline.results.items() if k != "evaluate"}}
   if summary is not None:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 
+from ssd_jax.coordination import barrier
 from ssd_jax.data.prompts import PROMPT_STYLES, RenderedPrompt, render_prompts
 from ssd_jax.data.sources import PromptRecord, SourceReport, check_unique_ids
 from ssd_jax.models.config import ModelConfig
@@ -308,9 +309,8 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
     log.info("shard %d/%d: %d prompts -> %s", k + 1, len(shards), len(shards[k]), path)
     if after_shard is not None:
       after_shard(k, path)
-  if process_count > 1 and jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices("ssd_jax.data.synthesis.done")
+  if process_count > 1:  # the manifest needs every process's shards; a no-op unless jax.distributed runs
+    barrier("ssd_jax.data.synthesis.done")
   summary = {"process_index": process_index, "written": written, "resumed": resumed, "discarded_temp": discarded}
   if process_index != 0:
     return summary

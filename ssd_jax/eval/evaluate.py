@@ -225,15 +225,18 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
                    sampling: SamplingSettings = SamplingSettings(), settings: EvalSettings = EvalSettings(),
                    out_dir: str, tag: str = "eval", max_prompt_tokens: int | None = None,
                    chat_template_kwargs: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
-                   process_index: int = 0, process_count: int = 1, barrier: Callable[[str], None] | None = None,
+                   process_index: int = 0, process_count: int = 1,
                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
   """Samples and scores the problems at every T_eval; returns {"runs": {T: summary}, "best": {...}}.
 
   Each temperature is its own tag (`<tag>_T<T>`), so a killed sweep resumes at the first unfinished one. With
   several processes, process i samples and judges problems[i::process_count] into its own `.p<i>of<n>` files;
-  after `barrier`, process 0 scores them all and writes the summary (the others return it too, read back).
+  after a barrier, process 0 scores them all and writes the summary (the others return it too, read back). The
+  barrier (`coordination.barrier`) waits as long as the slowest process's judging takes, up to its timeout.
   `progress(phase, done, total)` reports sampling ("sample") and judging ("judge").
   """
+  from ssd_jax.coordination import barrier
+
   os.makedirs(out_dir, exist_ok=True)
   share = list(problems[process_index::process_count])
   part = "" if process_count == 1 else f".p{process_index}of{process_count}"

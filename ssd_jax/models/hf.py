@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ssd_jax.coordination import barrier, is_coordinator
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules
 from ssd_jax.models.transformer import ParamSpec, Params, param_specs
@@ -262,7 +263,7 @@ def export_hf(params: Params, cfg: ModelConfig, out_dir: str, *, tokenizer_dir: 
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
     raise FileExistsError(f"{out_dir}: exists and is not empty; pass overwrite=True to replace it")
-  writer = jax.process_index() == 0
+  writer = is_coordinator()
   np_dtype = np.dtype(jax.numpy.dtype(dtype)) if dtype else None
   tmp = None
   if writer:
@@ -318,8 +319,7 @@ def export_hf(params: Params, cfg: ModelConfig, out_dir: str, *, tokenizer_dir: 
   finally:
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"export_hf:{out_dir}")
+  barrier(f"ssd_jax.models.hf.export_hf:{out_dir}")  # process 0 may write for a long while (a 30B model)
   return out_dir
 
 

@@ -11,6 +11,7 @@ import os
 
 from jax.sharding import Mesh
 
+from ssd_jax.coordination import barrier, is_coordinator
 from ssd_jax.models import checkpoint, gguf, hf
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules
@@ -78,15 +79,13 @@ def random_model(out_dir: str, arch: dict, texts: list[str], *, tokenizer_vocab_
   from ssd_jax.models.transformer import init_params
 
   tokenizer_path = os.path.join(out_dir, RANDOM_TOKENIZER_FILE)
-  if not os.path.exists(tokenizer_path) and jax.process_index() == 0:
+  if not os.path.exists(tokenizer_path) and is_coordinator():
     os.makedirs(out_dir, exist_ok=True)
     proto = train_sentencepiece(texts, vocab_size=tokenizer_vocab_size)
     with open(tokenizer_path + ".tmp", "wb") as f:
       f.write(proto)
     os.replace(tokenizer_path + ".tmp", tokenizer_path)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("ssd_jax.models.loader.random_model")
+  barrier("ssd_jax.models.loader.random_model")  # the others read the tokenizer process 0 may have just written
   tokenizer = Tokenizer.from_sentencepiece(tokenizer_path, chat_template=CHATML_TEMPLATE)
   cfg = ModelConfig(**{**arch, "eos_token_ids": tuple(tokenizer.stop_ids), "param_dtype": param_dtype,
                        "compute_dtype": compute_dtype or param_dtype})
