@@ -1,6 +1,7 @@
 """Evaluation runs end to end through the real sandbox: scoring files, resume after a kill, the T_eval sweep,
 and the selfcheck CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from ssd_jax.eval import evaluate
 from ssd_jax.eval.lcb import load_humaneval_problems
+from ssd_jax.eval.passk import UnjudgedSamplesError
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
 from ssd_jax.sampling.engine import Completion
 
@@ -77,6 +79,75 @@ def test_resume_judges_only_what_is_missing(sandbox, problems, tmp_path):
   assert len(rows) == 16 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 16
   # Only the 9 samples without a whole line were judged again (one program each for HumanEval).
   assert sum(judged) == 9
+
+
+def test_a_verdict_holds_only_for_the_text_it_was_given_for(sandbox, problems, tmp_path):
+  answers = _answers(problems)
+  first = evaluate.score_samples(problems, answers, sandbox, out_dir=str(tmp_path), tag="h")
+  changed = {**answers, problems[0].id: ["    return None\n", *answers[problems[0].id][1:]]}  # sample 0: now wrong
+  counting = _failing_sandbox(sandbox, lambda program: False)
+  again = evaluate.score_samples(problems, changed, counting, out_dir=str(tmp_path), tag="h")
+  assert counting.runs == 1  # only the sample whose text changed
+  assert again["per_problem"][problems[0].id]["c"] == first["per_problem"][problems[0].id]["c"] - 1
+
+
+def _failing_sandbox(sandbox, fail):
+  """`sandbox` whose runs of the programs for which `fail(program)` holds end in an infrastructure error."""
+
+  class Failing:
+    isolation = sandbox.isolation
+    runs = 0
+
+    def run_many(self, programs):
+      results = sandbox.run_many(programs)
+      Failing.runs += len(programs)
+      return [dataclasses.replace(r, outcome="sandbox_error", error="launch failed: EAGAIN", returncode=None,
+                                  stdout=b"", stderr=b"", frames=()) if fail(p) else r
+              for p, r in zip(programs, results)]
+
+  return Failing()
+
+
+def test_sandbox_errors_are_retried_never_scored_and_judged_again_on_resume(sandbox, problems, tmp_path):
+  answers = _answers(problems)
+  reference = evaluate.score_samples(problems, answers, sandbox, out_dir=str(tmp_path), tag="ref")
+  # Every program of problems[1] fails to launch: each of its 4 samples is run sandbox_attempts=3 times, then
+  # scoring refuses instead of counting them as failures or dropping them.
+  target = problems[1]
+  broken = _failing_sandbox(sandbox, lambda program: target.test.encode() in b"".join(program.files.values()))
+  settings = evaluate.EvalSettings(sandbox_attempts=3)
+  with pytest.raises(UnjudgedSamplesError, match="4 samples have no verdict.*EAGAIN"):
+    evaluate.score_samples(problems, answers, broken, settings=settings, out_dir=str(tmp_path), tag="r")
+  assert broken.runs == 16 + 2 * 4  # 16 samples (one program each), then two retries of the 4 that failed
+  path = tmp_path / "r.results.jsonl"
+  rows = [json.loads(line) for line in open(path)]
+  errors = {(r["problem_id"], r["sample_index"]) for r in rows if r["verdict"] == "SANDBOX_ERROR"}
+  assert errors == {(target.id, i) for i in range(4)}
+  assert not os.path.exists(tmp_path / "r.summary.json")
+  # A resume with a working sandbox judges exactly the SANDBOX_ERROR rows again and scores like the reference.
+  working = _failing_sandbox(sandbox, lambda program: False)
+  again = evaluate.score_samples(problems, answers, working, out_dir=str(tmp_path), tag="r")
+  assert working.runs == 4
+  assert again["overall"] == reference["overall"] and again["verdicts"] == reference["verdicts"]
+  assert "SANDBOX_ERROR" not in again["verdicts"]
+  assert len(evaluate.read_results(str(path))) == 16
+
+
+def test_a_transient_sandbox_error_is_retried_within_the_run(sandbox, problems, tmp_path):
+  seen = set()
+
+  def first_time_only(program):
+    key = b"".join(program.files.values())
+    failed = key not in seen
+    seen.add(key)
+    return failed
+
+  flaky = _failing_sandbox(sandbox, first_time_only)
+  summary = evaluate.score_samples(problems, _answers(problems), flaky, out_dir=str(tmp_path), tag="t")
+  reference = evaluate.score_samples(problems, _answers(problems), sandbox)
+  assert summary["overall"] == reference["overall"] and "SANDBOX_ERROR" not in summary["verdicts"]
+  rows = [json.loads(line) for line in open(tmp_path / "t.results.jsonl")]
+  assert sum(r["verdict"] == "SANDBOX_ERROR" for r in rows) > 0  # the failed runs stay on record
 
 
 class _ByteTokenizer:

@@ -1,6 +1,7 @@
 """The pipeline entry point: config errors before any work, the tiny config end to end, resume after kills, and
 two real jax.distributed processes against one."""
 
+import glob
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import tempfile
 import time
 
 import pytest
+
+from no_bwrap import without_bwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
@@ -54,6 +57,29 @@ def test_bad_value_stops_before_any_work(tmp_path, override, names):
   assert rc == 2
   assert names in err and names in json.loads(out.strip().splitlines()[-1])["error"]
   assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hides bwrap in a private mount namespace")
+def test_on_a_host_without_bwrap_the_main_job_refuses_before_any_work(tmp_path):
+  argv = [sys.executable, "-m", "ssd_jax.main", f"--config={TINY}", f"--config.workdir={tmp_path}/w"]
+  proc = subprocess.run(without_bwrap(argv), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=120)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  error = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
+  assert "apt-get install bubblewrap" in proc.stderr and "--config.eval.allow_weak_isolation=True" in error
+  assert not os.path.exists(tmp_path / "w")  # refused before synthesis or training started
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="hides bwrap in a private mount namespace")
+def test_on_a_host_without_bwrap_the_opt_in_evaluates_under_unshare(tmp_path):
+  workdir = tmp_path / "w"
+  argv = [sys.executable, "-m", "ssd_jax.main", f"--config={TINY}", f"--config.workdir={workdir}", "--stage=evaluate",
+          "--config.eval.models=('base',)", "--config.eval.base.temperatures=(0.7,)",
+          "--config.eval.allow_weak_isolation=True"]
+  proc = subprocess.run(without_bwrap(argv), capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  run = _eval_rows(workdir, "base", "0.7")
+  assert run["isolation"] == "unshare" and run["n_samples"] == 32
 
 
 def _summary(workdir):
@@ -172,3 +198,22 @@ def test_two_processes_match_one(uninterrupted, tmp_path):
     assert [sum(1 for _ in open(p)) for p in parts] == [16, 16]
   base = _eval_rows(workdir, "base", "0.7")
   assert base["overall"] == _eval_rows(reference, "base", "0.7")["overall"]  # the base model is the same
+  # The samples themselves: answer i of problem p is drawn from (seed, p, i) wherever p was sampled, so the two
+  # processes' shares hold exactly the single process's texts, for synthesis and for evaluation.
+  assert _texts(os.path.join(workdir, "samples", "samples-*.jsonl"), "id") == _texts(
+      os.path.join(reference, "samples", "samples-*.jsonl"), "id")
+  for temperature in ("0.7", "1"):
+    got = _texts(os.path.join(workdir, "eval", "base", f"base_T{temperature}.p*of2.samples.jsonl"), "problem_id")
+    want = _texts(os.path.join(reference, "eval", "base", f"base_T{temperature}.samples.jsonl"), "problem_id")
+    assert got == want and len(got) == 16
+
+
+def _texts(pattern, key):
+  """{id: sampled text(s)} over the JSONL files matching `pattern` (synthesis shards or evaluation samples)."""
+  out = {}
+  for path in glob.glob(pattern):
+    for line in open(path):
+      row = json.loads(line)
+      out[(row[key], row.get("sample_index", 0))] = row["messages"][-1]["content"] if "messages" in row else row[
+          "completions"]
+  return out

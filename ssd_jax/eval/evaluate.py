@@ -1,12 +1,15 @@
 """Evaluation runs: sample n completions per problem at each T_eval, judge them in the sandbox, score pass@k.
 
 Outputs, per run tag (e.g. "base_T0.7") in `out_dir`:
-- `<tag>.samples.jsonl`: one line per problem {"problem_id", "completions": [n texts], "finish_reasons"}; a
-  complete file is reused on a rerun (sampling is deterministic in (seed, problem, sample), so a partial file is
-  simply regenerated);
+- `<tag>.samples.jsonl`: one line per problem {"problem_id", "completions": [n texts], "finish_reasons", "seed",
+  "random_stream"}; a complete file drawn with the same seed and stream scheme is reused on a rerun (answer i of
+  problem p comes from the stream (seed, p, i) whatever else is sampled, so a partial file is simply regenerated);
 - `<tag>.results.jsonl`: one line per (problem, sample) {problem_id, sample_index, verdict, tests_passed,
   tests_total, wall_s, isolation, details}, appended batch by batch and fsync'ed; a rerun judges only what is
-  missing (a torn last line from a kill is dropped);
+  missing (a torn last line from a kill is dropped; a verdict whose `details.completion_sha256` is not the
+  current text's is judged again). A SANDBOX_ERROR (the sandbox could not run the program) is no
+  verdict on the sample: it is judged again, up to `EvalSettings.sandbox_attempts` times in a run and again on
+  every resume, and scoring refuses while any is left (`passk.UnjudgedSamplesError`);
 - `<tag>.summary.json`: pass@k overall / per difficulty / per platform, verdict counts, the no-code fraction, the
   execution mode, timeout and isolation level, the sampling settings and the exact problem-id list.
 
@@ -25,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ssd_jax.data.prompts import render_prompts
 from ssd_jax.data.sources import PromptRecord, humaneval_question
 from ssd_jax.eval.extract import extract_code
-from ssd_jax.eval.judge import SampleResult, judge_many
+from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
 from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
 
@@ -59,6 +62,7 @@ class EvalSettings:
   timeout_s: float = 6.0  # per test, LCB's default
   ks: tuple[int, ...] = (1, 5)
   judge_batch: int = 64  # samples judged between appends to the results file (the resume granularity)
+  sandbox_attempts: int = 3  # runs of a sample whose run ended in SANDBOX_ERROR, per evaluation run
 
 
 def prompt_record(problem: Problem) -> PromptRecord:
@@ -102,40 +106,60 @@ def _result_from_json(row: Mapping[str, Any]) -> SampleResult:
                       int(row["tests_total"]), float(row["wall_s"]), row["isolation"], row.get("details", {}))
 
 
+def read_results(path: str) -> dict[tuple[str, int], SampleResult]:
+  """A results file's verdicts by (problem id, sample index); a sample judged again keeps its latest line."""
+  return {(r.problem_id, r.sample_index): r for r in map(_result_from_json, _read_jsonl(path))}
+
+
+def _append_results(path: str, results: Sequence[SampleResult]) -> None:
+  with open(path, "a") as f:
+    f.writelines(json.dumps(r.to_json()) + "\n" for r in results)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
                   settings: EvalSettings = EvalSettings(), results_path: str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> list[SampleResult]:
-  """Judges every sample of every problem, resuming from (and appending to) `results_path`; in problem order."""
+  """Judges every sample of every problem, resuming from (and appending to) `results_path`; in problem order.
+
+  Samples with a verdict in the file are not run again; those without one, or whose last run was a SANDBOX_ERROR,
+  are, and a SANDBOX_ERROR is retried up to `settings.sandbox_attempts` runs in all. Every run is appended to the
+  file, so the SANDBOX_ERRORs left at the end are on record and are judged again by the next resume.
+  """
   by_id = {p.id: p for p in problems}
   missing = sorted(set(by_id) - set(samples))
   if missing:
     raise ValueError(f"no samples for problems {missing[:10]} ({len(missing)} in all)")
+  judged = {(p.id, i): humaneval_completion(text) if p.mode == "humaneval" else text
+            for p in problems for i, text in enumerate(samples[p.id])}
   done: dict[tuple[str, int], SampleResult] = {}
   if results_path:
     os.makedirs(os.path.dirname(results_path) or ".", exist_ok=True)
-    for row in _read_jsonl(results_path):
-      done[(row["problem_id"], int(row["sample_index"]))] = _result_from_json(row)
-    # Rewrite without a torn tail, so appends start on a line boundary.
+    done = {key: r for key, r in read_results(results_path).items()
+            if key in judged and r.verdict != "SANDBOX_ERROR"
+            and r.details.get("completion_sha256") == completion_digest(judged[key])}
+    # Rewrite without a torn tail, superseded runs or verdicts on other texts, so appends start on a line boundary.
     with open(results_path, "w") as f:
       f.writelines(json.dumps(r.to_json()) + "\n" for r in done.values())
-  todo = []
-  for problem in problems:
-    for index, text in enumerate(samples[problem.id]):
-      if (problem.id, index) not in done:
-        todo.append((problem, humaneval_completion(text) if problem.mode == "humaneval" else text, index))
+  todo = [(by_id[pid], text, index) for (pid, index), text in judged.items() if (pid, index) not in done]
   total = sum(len(samples[p.id]) for p in problems)
-  for start in range(0, len(todo), settings.judge_batch):
-    batch = judge_many(todo[start:start + settings.judge_batch], sandbox, mode=settings.mode,
-                       timeout_s=settings.timeout_s)
-    for r in batch:
-      done[(r.problem_id, r.sample_index)] = r
-    if results_path:
-      with open(results_path, "a") as f:
-        f.writelines(json.dumps(r.to_json()) + "\n" for r in batch)
-        f.flush()
-        os.fsync(f.fileno())
-    if progress is not None:
-      progress(len(done), total)
+  for _ in range(settings.sandbox_attempts):
+    retry = []
+    for start in range(0, len(todo), settings.judge_batch):
+      batch = todo[start:start + settings.judge_batch]
+      results = judge_many(batch, sandbox, mode=settings.mode, timeout_s=settings.timeout_s)
+      for item, r in zip(batch, results):
+        done[(r.problem_id, r.sample_index)] = r
+        if r.verdict == "SANDBOX_ERROR":
+          retry.append(item)
+      if results_path:
+        _append_results(results_path, results)
+      if progress is not None:
+        progress(len(done), total)
+    todo = retry
+    if not todo:
+      break
   return [done[(p.id, i)] for p in problems for i in range(len(samples[p.id]))]
 
 
@@ -214,9 +238,12 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
   return texts, reasons
 
 
-def _load_samples(path: str, problems: Sequence[Problem], n: int) -> dict[str, list[str]] | None:
+def _load_samples(path: str, problems: Sequence[Problem], sampling: SamplingSettings, random_stream: str
+                  ) -> dict[str, list[str]] | None:
+  """The answers of a complete samples file drawn with this seed and random-stream scheme, else None (resample)."""
   rows = {row["problem_id"]: row for row in _read_jsonl(path)}
-  if all(p.id in rows and len(rows[p.id]["completions"]) == n for p in problems):
+  if all(p.id in rows and len(rows[p.id]["completions"]) == sampling.n and rows[p.id].get("seed") == sampling.seed
+         and rows[p.id].get("random_stream") == random_stream for p in problems):
     return {p.id: list(rows[p.id]["completions"]) for p in problems}
   return None
 
@@ -236,6 +263,7 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
   `progress(phase, done, total)` reports sampling ("sample") and judging ("judge").
   """
   from ssd_jax.coordination import barrier
+  from ssd_jax.sampling.engine import RANDOM_STREAM
 
   os.makedirs(out_dir, exist_ok=True)
   share = list(problems[process_index::process_count])
@@ -245,7 +273,7 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
     run_tag = f"{tag}_T{temperature:g}"
     run_sampling = dataclasses.replace(sampling, temperature=float(temperature))
     samples_path = os.path.join(out_dir, f"{run_tag}{part}.samples.jsonl")
-    texts = _load_samples(samples_path, share, run_sampling.n)
+    texts = _load_samples(samples_path, share, run_sampling, RANDOM_STREAM)
     if texts is None:
       texts, reasons = sample_completions(
           engine, tokenizer, share, run_sampling, max_prompt_tokens=max_prompt_tokens,
@@ -254,7 +282,8 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
       tmp = f"{samples_path}.tmp.{os.getpid()}"
       with open(tmp, "w") as f:
         for p in share:
-          f.write(json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id]}) + "\n")
+          f.write(json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id],
+                              "seed": run_sampling.seed, "random_stream": RANDOM_STREAM}) + "\n")
       os.replace(tmp, samples_path)
     results = judge_samples(share, texts, sandbox, settings=settings,
                             results_path=os.path.join(out_dir, f"{run_tag}{part}.results.jsonl"),
@@ -265,8 +294,8 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
       barrier(f"ssd_jax.eval.{run_tag}.judged")
       if process_index == 0:
         results = [r for i in range(process_count)
-                   for r in map(_result_from_json, _read_jsonl(os.path.join(
-                       out_dir, f"{run_tag}.p{i}of{process_count}.results.jsonl")))]
+                   for r in read_results(os.path.join(out_dir, f"{run_tag}.p{i}of{process_count}.results.jsonl")
+                                         ).values()]
         order = {p.id: k for k, p in enumerate(problems)}
         results.sort(key=lambda r: (order[r.problem_id], r.sample_index))
     if process_index == 0:

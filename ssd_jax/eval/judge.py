@@ -14,6 +14,7 @@ decides. Verdicts: AC WA TLE RE MLE OLE NO_CODE SANDBOX_ERROR; LCB's per-test co
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from ssd_jax.eval.compare import lcb_stdout_equal
@@ -23,7 +24,7 @@ from ssd_jax.eval.programs import (EXEC_MODES, FrameError, call_program, decode_
                                    humaneval_program, stdin_programs)
 from ssd_jax.eval.sandbox import Program, RunResult, failure_verdict
 
-__all__ = ["LCB_CODES", "SampleResult", "VERDICTS", "judge_many", "judge_sample"]
+__all__ = ["LCB_CODES", "SampleResult", "VERDICTS", "completion_digest", "judge_many", "judge_sample"]
 
 VERDICTS = ("AC", "WA", "TLE", "RE", "MLE", "OLE", "NO_CODE", "SANDBOX_ERROR")
 # LCB's code for the failing test under each verdict (OLE is a WA there; MLE a runtime error).
@@ -69,6 +70,11 @@ class SampleResult:
             "isolation": self.isolation, "details": dict(self.details)}
 
 
+def completion_digest(completion: str) -> str:
+  """The SHA-256 of the text a verdict was given for (recorded in `SampleResult.details`)."""
+  return hashlib.sha256(completion.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _tail(data: bytes) -> str:
   return data[-_TAIL:].decode("utf-8", "replace")
 
@@ -83,7 +89,9 @@ class _Job:
     self.wall_s = 0.0
     self.isolation = ""
     self.result: SampleResult | None = None
-    self.details: dict[str, Any] = {"exec_mode": exec_mode, "problem_mode": problem.mode}
+    # The verdict holds for exactly this text: a resumed evaluation whose samples changed judges them again.
+    self.details: dict[str, Any] = {"exec_mode": exec_mode, "problem_mode": problem.mode,
+                                    "completion_sha256": completion_digest(completion)}
     self._programs: Iterator[Program] | None = None
     if self.total == 0:
       raise ValueError(f"{problem.id}: a problem without tests would pass vacuously")

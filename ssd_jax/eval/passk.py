@@ -14,7 +14,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from ssd_jax.eval.judge import SampleResult
 from ssd_jax.eval.lcb import Problem
 
-__all__ = ["count_samples", "macro_pass_at_k", "pass_at_k", "score"]
+__all__ = ["UnjudgedSamplesError", "count_samples", "macro_pass_at_k", "pass_at_k", "score"]
+
+
+class UnjudgedSamplesError(ValueError):
+  """Some samples have no verdict (their sandbox run failed): scoring them as failures, or dropping them, would
+  bias pass@k, so nothing is scored until they are judged."""
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -33,9 +38,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def count_samples(results: Iterable[SampleResult]) -> dict[str, tuple[int, int]]:
-  """(n, c) per problem id. A repeated (problem, sample index) raises: it would inflate n."""
+  """(n, c) per problem id. A repeated (problem, sample index) raises: it would inflate n. So does a SANDBOX_ERROR,
+  which is no verdict on the sample (`UnjudgedSamplesError`)."""
   seen: set[tuple[str, int]] = set()
   counts: dict[str, list[int]] = {}
+  results = list(results)
+  unjudged = [r for r in results if r.verdict == "SANDBOX_ERROR"]
+  if unjudged:
+    first = unjudged[0]
+    raise UnjudgedSamplesError(
+        f"{len(unjudged)} samples have no verdict because the sandbox could not run them (SANDBOX_ERROR; e.g. "
+        f"sample {first.sample_index} of {first.problem_id!r}: {first.details.get('sandbox_error')}); they are "
+        "neither failures nor excluded: rerun the evaluation, which judges exactly those samples again")
   for r in results:
     key = (r.problem_id, r.sample_index)
     if key in seen:
