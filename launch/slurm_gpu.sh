@@ -18,6 +18,8 @@
 # appended here. The workdir must be on a filesystem every node sees. Environment: PYTHON (default .venv/bin/python),
 # PORT (coordinator port; default derived from the job id), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.95: the
 # configs' memory arithmetic assumes ~76 of 80 GB per GPU, while JAX's own default preallocates 75%).
+# Evaluation runs model code under bubblewrap as root; a SLURM job usually runs as you, so it refuses unless you
+# accept the weaker "bwrap-nouid" level by adding --config.eval.allow_weak_isolation=True (or evaluate as root).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"  # sbatch runs a spooled copy of this file, so $0 is not the repo
 

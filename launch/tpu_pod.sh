@@ -20,6 +20,9 @@
 #   EXTRAS           pip extras of ssd_jax to install (default: parquet, for rStar-Coder's parquet files)
 #   PYTHON_BIN       interpreter for the venv (default python3.11, apt-installed if missing: ssd_jax needs >= 3.11,
 #                    and Ubuntu 22.04 TPU VM images ship 3.10)
+#   AS_ROOT=0        run the job as the login user instead of through sudo (default 1: the evaluation sandbox
+#                    drops every program to its own uid, which needs root; as a plain user evaluation refuses
+#                    unless you also pass --config.eval.allow_weak_isolation=True)
 #   DRY_RUN=1        print the commands instead of running them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ SETUP=${SETUP:-1}
 EXTRAS=${EXTRAS:-parquet}
 PYTHON_BIN=${PYTHON_BIN:-python3.11}
 JAX_VERSION=${JAX_VERSION:-0.10.2}  # pyproject.toml pins jax/jaxlib; jax[tpu] adds the matching libtpu
+AS_ROOT=${AS_ROOT:-1}
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 where=(--zone "$ZONE")
@@ -87,4 +91,4 @@ if [ "$#" -gt 0 ]; then
   args=$(printf '%q ' "$@")
 fi
 run "${gcloud_tpu[@]}" ssh "$TPU_NAME" "${where[@]}" --worker=all \
-    --command "cd $(printf %q "$REMOTE_DIR") && exec .venv/bin/python -m ssd_jax.main $args"
+    --command "cd $(printf %q "$REMOTE_DIR") && exec $([ "$AS_ROOT" = 1 ] && echo "sudo -E ").venv/bin/python -m ssd_jax.main $args"

@@ -252,3 +252,4 @@ def test_tpu_pod_dry_run():
   assert all("--worker=all" in line and line.startswith("gcloud compute tpus tpu-vm ssh slice") for line in out)
   assert "bubblewrap" in out[1] and "jax\\\\\\[tpu\\\\\\]" in out[1]
   assert "ssd_jax.main" in out[2] and "--config.workdir=/mnt/a" in out[2]
+  assert "exec\\ sudo\\ -E\\ .venv/bin/python" in out[2]  # as root: the sandbox's uid drop needs it

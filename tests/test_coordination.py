@@ -18,7 +18,8 @@ from ssd_jax import coordination
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(ROOT, "tests", "coordination_helper.py")
-LATE_S = 90  # the old device-collective barrier gave up after ~30 s on CPU
+LATE_S = 90  # minutes apart: the old device-collective barrier gave up after ~30 s on CPU
+BARRIER_LATE_S = 45  # the bare barrier only needs to outlast those 30 s (CI time)
 
 
 def _free_port() -> int:
@@ -81,13 +82,13 @@ def test_late_process_past_an_explicit_timeout_is_an_error_naming_the_barrier():
 
 
 @pytest.mark.slow
-def test_processes_meeting_minutes_apart_both_pass():
+def test_processes_meeting_far_apart_both_pass():
   # Process 0, which hosts the coordination service, is the late one; the evaluation test below has process 1 late.
-  (rc0, out0, err0), (rc1, out1, err1) = _two_processes(["barrier", str(LATE_S), "0"], ["barrier", "0", "0"],
-                                                        timeout=LATE_S + 120)
+  (rc0, out0, err0), (rc1, out1, err1) = _two_processes(["barrier", str(BARRIER_LATE_S), "0"], ["barrier", "0", "0"],
+                                                        timeout=BARRIER_LATE_S + 120)
   assert rc0 == 0, err0[-3000:]
   assert rc1 == 0, err1[-3000:]
-  assert out1["waited_s"] >= LATE_S - 5 and out0["waited_s"] < 10
+  assert out1["waited_s"] >= BARRIER_LATE_S - 5 and out0["waited_s"] < 10
 
 
 @pytest.mark.slow
