@@ -306,9 +306,16 @@ class Sandbox:
           return level
         why = f"its isolation probe failed: {'; '.join(problems)}"
       refusals.append(f"{level}: {why}")
-    fixes = [f"install bubblewrap (`{INSTALL_BWRAP}`)" + ("" if self._root else " and run as root")]
+    fixes = []
+    if self._cfg.isolation != "unshare":
+      if self._tools["bwrap"] is None:
+        fixes.append(f"install bubblewrap (`{INSTALL_BWRAP}`)" + ("" if self._root else " and run as root"))
+      elif not self._root:
+        fixes.append("run as root (each program then runs as its own uid)")
     if not self._cfg.allow_weak_isolation and (self._root or self._tools["bwrap"]):
       fixes.append(f"accept a weaker level by name with {_OPT_IN}")
+    if not fixes:
+      fixes.append("make the failed properties above hold on this host")
     raise SandboxError("refusing to run model-written code: no allowed isolation level works on this host ("
                        + " | ".join(refusals) + "). Fix: " + ", or ".join(fixes) + ".")
 
