@@ -79,8 +79,10 @@ _PAGE = 4096
 
 def host_paths_to_hide(extra: Sequence[str] = ()) -> list[str]:
   """Existing host directories a program must not see: the checkout, the working directory, /etc, homes, `extra`."""
-  checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  candidates = [checkout, os.getcwd(), "/etc", "/root", "/home", os.path.expanduser("~"), *extra]
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  # A source checkout (an installed package's site-packages is no secret, and may lie under /usr).
+  checkout = [package_root] if os.path.isfile(os.path.join(package_root, "pyproject.toml")) else []
+  candidates = [*checkout, os.getcwd(), "/etc", "/root", "/home", os.path.expanduser("~"), *extra]
   out = []
   for path in candidates:
     path = os.path.abspath(path)
@@ -138,7 +140,9 @@ class Probe:
       problems.append(f"environment leaks {sorted(set(r['env']) - _ALLOWED_ENV)}")
     for path, seen in r["hidden"].items():
       if seen["listing"] is not None and not set(seen["listing"]) <= self._skeleton(path):
-        problems.append(f"host directory {path} is listable inside ({seen['listing'][:5]})")
+        under = [m for m in self.mount_points if path.startswith(m.rstrip("/") + "/")]
+        why = f" (it lies under {under[0]}, which the sandbox binds read-only: move it elsewhere)" if under else ""
+        problems.append(f"host directory {path} is listable inside{why} ({seen['listing'][:5]})")
       if seen["write_error"] is None:
         problems.append(f"host directory {path} took a write")
     problems += [f"{path} took a write" for path, error in r["read_only"].items() if error is None]
