@@ -117,7 +117,9 @@ def get_config() -> config_dict.ConfigDict:
   config.eval.prompt_style = "lcb"
   config.eval.system_message = ""
   config.eval.seed = 0
-  config.eval.mode = "lcb_compat"  # lcb_compat (LCB's prelude, wrapping and comparator) | plain
+  # lcb_compat: LiveCodeBench's own grading, quirks included (mocked stdin, captured stdout, its guard; the
+  # paper's numbers) | real_io: LCB's rewriting and comparator with a real stdin/stdout per test | plain: as written
+  config.eval.mode = "lcb_compat"
   config.eval.timeout_s = 6.0  # per test, LCB's default
   config.eval.workers = 0  # parallel sandboxes; 0 = one per CPU core
   # Model code runs under bubblewrap as root ("auto"/"bwrap"); without it evaluation refuses, unless this opt-in

@@ -60,6 +60,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   need(config.eval.benchmark != "lcb" or bool(config.eval.path), "eval.path",
        "a directory of LiveCodeBench code_generation_lite shards when eval.benchmark is 'lcb'")
   need(config.eval.isolation in ("auto", "bwrap", "unshare"), "eval.isolation", "'auto', 'bwrap' or 'unshare'")
+  need(config.eval.mode in ("lcb_compat", "real_io", "plain"), "eval.mode", "'lcb_compat', 'real_io' or 'plain'")
   need(config.sample.temperature >= 0, "sample.temperature", "a temperature >= 0")
   need(0 < config.sample.top_p <= 1, "sample.top_p", "a value in (0, 1]")
   need(config.distributed.barrier_timeout_s > 0, "distributed.barrier_timeout_s", "a number of seconds > 0")
@@ -407,11 +408,14 @@ def sandbox_config(config: config_dict.ConfigDict):
 
 
 def check_sandbox(config: config_dict.ConfigDict) -> None:
-  """Proves the evaluation sandbox before any work (hours of synthesis and training would otherwise end in a
-  refusal): raises `SandboxError`, naming what is missing and the fix, when the level cannot be had."""
+  """Proves the evaluation sandbox and its environment before any work (hours of synthesis and training would
+  otherwise end in a refusal): raises `SandboxError`, naming what is missing and the fix."""
+  from ssd_jax.eval.evaluate import check_environment
   from ssd_jax.eval.sandbox import Sandbox
 
-  Sandbox(sandbox_config(config)).close()
+  with Sandbox(sandbox_config(config)) as sandbox:
+    # lcb and synthetic problems are LiveCodeBench-style (stdin and call-based); HumanEval is its own mode.
+    check_environment(sandbox, config.eval.mode, ["humaneval" if config.eval.benchmark == "humaneval" else "stdin"])
 
 
 def _train_progress(bar, step: int, metrics: dict | None) -> None:

@@ -89,7 +89,9 @@ for place in ("/tmp", "/var/tmp", "/dev/shm"):
     out.append(place + ":" + type(e).__name__)
 for name, path in (("project", "@PROJECT@"), ("canary", "@CANARY@"), ("etc", "/etc"), ("home", "/root")):
   try:
-    out.append(name + ":listed " + ",".join(sorted(os.listdir(path))))
+    # /etc/alternatives (symlinks that resolve shared libraries) is the one part of /etc bound into the sandbox.
+    seen = sorted(set(os.listdir(path)) - {"alternatives"} if path == "/etc" else os.listdir(path))
+    out.append(name + (":listed " + ",".join(seen) if seen else ":only-alternatives"))
   except OSError as e:
     out.append(name + ":" + type(e).__name__)
 for place in ("/", "/dev", "/usr"):

@@ -206,8 +206,11 @@ def test_sys_exit_after_printing_is_judged_by_output(sandbox):
     code = f"import sys\nprint(int(input()) ** 2)\n{exit_call}"
     assert judge_sample(problem, fenced(code), sandbox).verdict == "AC", exit_call
   assert judge_sample(problem, fenced("import sys\nprint(4)\nsys.exit(1)"), sandbox, mode="plain").verdict == "RE"
-  early = judge_sample(problem, fenced("import os, sys\nsys.stdout.write('4\\n')\nos._exit(0)"), sandbox)
+  unflushed = fenced("import os, sys\nsys.stdout.write('4\\n')\nos._exit(0)")
+  early = judge_sample(problem, unflushed, sandbox, mode="real_io")
   assert early.verdict == "WA"  # A16b: unflushed output is lost, exit status 0 is no evidence
+  early = judge_sample(problem, unflushed, sandbox)  # LCB: the grading process ends, no result: [-2], code -5
+  assert early.verdict == "RE" and early.details["lcb_results"] == [-2] and early.details["lcb_error_code"] == -5
 
 
 def test_stdin_stops_at_first_failure_and_reports_errors(sandbox):
@@ -216,7 +219,8 @@ def test_stdin_stops_at_first_failure_and_reports_errors(sandbox):
   assert (result.verdict, result.tests_passed, result.tests_total) == ("WA", 2, 4)
   assert result.details["failed_test"] == 2 and result.details["lcb_code"] == -2
   crash = judge_sample(problem, fenced("print(1)\nraise ValueError('boom')"), sandbox)
-  assert crash.verdict == "RE" and crash.details["lcb_code"] == -4 and "boom" in crash.details["stderr_tail"]
+  assert crash.verdict == "RE" and crash.details["lcb_code"] == -4 and "boom" in crash.details["error"]
+  assert crash.details["lcb_results"] == [-4]
   slow = judge_sample(problem, fenced("while True:\n    pass"), sandbox, timeout_s=0.3)
   assert slow.verdict == "TLE" and slow.details["lcb_code"] == -3
 
@@ -291,7 +295,9 @@ def test_call_based_stops_at_first_failure_and_missing_frames_never_pass(sandbox
               "import os; os._exit(0)": "RE", "x = [0] * 10 ** 12": "MLE", "while True: pass": "TLE"}
   for action, verdict in outcomes.items():
     result = judge_sample(problem, fenced(ident.format(bad=2, action=action)), sandbox, timeout_s=0.5)
-    assert (result.verdict, result.tests_passed) == (verdict, 1), action
+    # An exit ends LCB's grading process: no result list survives, LCB records [-2] (code -5), no test passed.
+    passed = 0 if "exit" in action else 1
+    assert (result.verdict, result.tests_passed) == (verdict, passed), action
   assert judge_sample(problem, fenced("def f(x)\n  return x"), sandbox).details["stage"] == "setup"
   missing = judge_sample(problem, fenced("class Solution:\n    def other(self, x):\n        return x"), sandbox)
   assert missing.verdict == "RE" and "AttributeError" in missing.details["error"]

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from ssd_jax.eval import evaluate
-from ssd_jax.eval.lcb import load_humaneval_problems
+from ssd_jax.eval.lcb import Problem, TestCase, load_humaneval_problems
 from ssd_jax.eval.passk import UnjudgedSamplesError
-from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
+from ssd_jax.eval.sandbox import Sandbox, SandboxConfig, SandboxError
 from ssd_jax.sampling.engine import Completion
 
 
@@ -96,6 +96,7 @@ def _failing_sandbox(sandbox, fail):
 
   class Failing:
     isolation = sandbox.isolation
+    environment = sandbox.environment
     runs = 0
 
     def run_many(self, programs):
@@ -233,3 +234,16 @@ def test_synthetic_problems_reference_solutions_pass_and_wrong_ones_fail(sandbox
   wrong = judge_many([(p, "```python\nprint(0)\n```", 1) for p in problems], sandbox)
   assert [r.verdict for r in right] == ["AC"] * 8
   assert not any(r.passed for r in wrong)
+
+
+def test_lcb_compat_refuses_a_sandbox_without_lcbs_environment(sandbox, problems):
+  class NoNumpy:
+    isolation, environment = "bwrap", {"python": "3.11.2", "numpy": None}
+
+  stdin = Problem(id="s", title="s", platform="atcoder", difficulty="easy", contest_date=None, starter_code="",
+                  fn_name=None, mode="stdin", tests=(TestCase("1\n", "1\n", "stdin"),), n_public=1)
+  with pytest.raises(SandboxError, match="apt-get install python3-numpy"):
+    evaluate.judge_samples([stdin], {"s": ["print(1)"]}, NoNumpy())
+  evaluate.check_environment(NoNumpy(), "real_io", ["stdin"])  # other modes promise nothing of LCB's
+  evaluate.check_environment(NoNumpy(), "lcb_compat", [p.mode for p in problems])  # HumanEval needs no numpy
+  assert sandbox.environment["numpy"]  # the real one has it (CI installs python3-numpy)

@@ -313,6 +313,20 @@ def test_frames_over_cap_and_order_of_run_many(host, level):
   host.check_invariants([over, *echoes])
 
 
+def test_on_frame_ends_a_run_once_the_verdict_is_known(sandbox):
+  code = b"import os, struct\ni = 0\nwhile True:\n  os.write(3, struct.pack('>I', 1) + bytes([i % 256]))\n  i += 1\n"
+  seen = []
+
+  def third(payload):
+    seen.append(payload)
+    return len(seen) == 3
+
+  result = sandbox.run(Program(files={"main.py": code}, argv=("/sandbox/main.py",), wall_timeout_s=5.0,
+                               on_frame=third))
+  assert result.outcome == "stopped" and failure_verdict(result) is None and result.wall_s < 1.0
+  assert seen == [b"\x00", b"\x01", b"\x02"] and result.frames[:3] == tuple(seen)
+
+
 def test_bad_program_and_slot_are_refused(sandbox):
   with pytest.raises(ValueError, match="flat"):
     sandbox.run(Program(files={"../x.py": b""}, argv=("/sandbox/x.py",)))

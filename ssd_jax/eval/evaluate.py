@@ -23,7 +23,7 @@ import dataclasses
 import datetime
 import json
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ssd_jax.data.prompts import render_prompts
 from ssd_jax.data.sources import PromptRecord, humaneval_question
@@ -31,6 +31,7 @@ from ssd_jax.eval.extract import extract_code
 from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
 from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
+from ssd_jax.eval.sandbox import SandboxError
 
 __all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
            "prompt_record", "sample_completions", "score_samples", "summarize"]
@@ -58,7 +59,7 @@ class SamplingSettings:
 class EvalSettings:
   """How completions are judged and scored."""
 
-  mode: str = "lcb_compat"  # or "plain" (code_eval.md §10.1)
+  mode: str = "lcb_compat"  # LCB's own grading; "real_io" (a real stdin per test) or "plain" (programs.py)
   timeout_s: float = 6.0  # per test, LCB's default
   ks: tuple[int, ...] = (1, 5)
   judge_batch: int = 64  # samples judged between appends to the results file (the resume granularity)
@@ -118,6 +119,20 @@ def _append_results(path: str, results: Sequence[SampleResult]) -> None:
     os.fsync(f.fileno())
 
 
+def check_environment(sandbox, mode: str, problem_modes: Iterable[str]) -> None:
+  """`lcb_compat` promises LiveCodeBench's verdicts on stdin and call-based problems, which need LCB's environment:
+  numpy importable by programs (LCB's grading process imports it). Raises `SandboxError` with the fix when the
+  sandbox lacks it."""
+  if mode != "lcb_compat" or all(m == "humaneval" for m in problem_modes):
+    return
+  environment = getattr(sandbox, "environment", {})
+  if not environment.get("numpy"):
+    raise SandboxError(
+        f"mode 'lcb_compat' gives LiveCodeBench's verdicts only in its environment, where programs can import "
+        f"numpy; the sandbox's Python ({environment.get('python', 'unknown version')}) cannot. Install it: "
+        "`apt-get install python3-numpy` (or pick --config.eval.mode=real_io or plain, whose numbers are not LCB's)")
+
+
 def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[str]], sandbox, *,
                   settings: EvalSettings = EvalSettings(), results_path: str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> list[SampleResult]:
@@ -131,6 +146,7 @@ def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
   missing = sorted(set(by_id) - set(samples))
   if missing:
     raise ValueError(f"no samples for problems {missing[:10]} ({len(missing)} in all)")
+  check_environment(sandbox, settings.mode, [p.mode for p in problems])
   judged = {(p.id, i): humaneval_completion(text) if p.mode == "humaneval" else text
             for p in problems for i, text in enumerate(samples[p.id])}
   done: dict[tuple[str, int], SampleResult] = {}
@@ -164,7 +180,8 @@ def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
 
 
 def summarize(results: Sequence[SampleResult], problems: Sequence[Problem], *, settings: EvalSettings, isolation: str,
-              tag: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              tag: str, extra: Mapping[str, Any] | None = None,
+              environment: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """pass@k (overall, per difficulty and platform) plus what produced the numbers."""
   summary = score(results, problems, settings.ks)
   # "LiveCodeBench v6" is also read as the 2025-02..2025-05 window (code_eval.md §2.4): always report it too.
@@ -181,6 +198,7 @@ def summarize(results: Sequence[SampleResult], problems: Sequence[Problem], *, s
   no_code = sum(r.verdict == "NO_CODE" for r in results)
   summary.update({
       "tag": tag, "mode": settings.mode, "timeout_s": settings.timeout_s, "isolation": isolation,
+      "environment": environment,
       "no_code_fraction": no_code / max(len(results), 1), "problem_ids": [p.id for p in problems],
       "judge_wall_s": sum(r.wall_s for r in results), **dict(extra or {})})
   return summary
@@ -200,7 +218,8 @@ def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
   results_path = os.path.join(out_dir, f"{tag}.results.jsonl") if out_dir else None
   results = judge_samples(problems, samples, sandbox, settings=settings, results_path=results_path,
                           progress=progress)
-  summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=tag, extra=extra)
+  summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=tag, extra=extra,
+                      environment=getattr(sandbox, "environment", None))
   if out_dir:
     _write_json_atomic(os.path.join(out_dir, f"{tag}.summary.json"), summary)
   return summary
@@ -300,7 +319,7 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
         results.sort(key=lambda r: (order[r.problem_id], r.sample_index))
     if process_index == 0:
       summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=run_tag,
-                          extra=extra)
+                          extra=extra, environment=getattr(sandbox, "environment", None))
       _write_json_atomic(summary_path, summary)
     if process_count > 1:
       barrier(f"ssd_jax.eval.{run_tag}.summarized")

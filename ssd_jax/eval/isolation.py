@@ -66,9 +66,12 @@ NEWROOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "newro
 
 
 def interpreter_binds(python: str) -> list[str]:
-  """Host directories besides /usr the interpreter needs: its install prefix when it lives outside /usr."""
+  """Host directories besides /usr the interpreter and its libraries need, bound read-only: its install prefix
+  when it lives outside /usr, and /etc/alternatives (symlinks only: Debian resolves shared libraries such as
+  numpy's libblas.so.3 through it); nothing else of /etc."""
   real = os.path.realpath(python)
-  return [] if real.startswith("/usr/") else [os.path.dirname(os.path.dirname(real))]
+  binds = [] if real.startswith("/usr/") else [os.path.dirname(os.path.dirname(real))]
+  return binds + ["/etc/alternatives"] * os.path.isdir("/etc/alternatives")
 
 
 def bwrap_argv(bwrap: str, *, files_dir: str, tmpfs_bytes: int, python: str, status_fd: int) -> list[str]:

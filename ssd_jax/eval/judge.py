@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from ssd_jax.eval.compare import lcb_stdout_equal
 from ssd_jax.eval.extract import extract_code
 from ssd_jax.eval.lcb import Problem, loads_json
+from ssd_jax.eval.lcb_runner import lcb_program
 from ssd_jax.eval.programs import (EXEC_MODES, FrameError, call_program, decode_frame, detect_stdin_idioms,
                                    humaneval_program, stdin_programs)
 from ssd_jax.eval.sandbox import Program, RunResult, failure_verdict
@@ -102,9 +103,15 @@ class _Job:
       self.details["extraction"] = extraction.to_json()
       code = extraction.code
     if not code.strip():
-      self._finish("NO_CODE", lcb_code=-4 if problem.mode == "call" else -2)
+      # LCB runs the empty program: compiling it (or finding no method) fails before any test, [-4].
+      self.details.update(lcb_results=[-4], lcb_error_code=-4)
+      self._finish("NO_CODE", failed_test=0, lcb_code=-4)
       return
-    if problem.mode == "stdin":
+    if exec_mode == "lcb_compat" and problem.mode != "humaneval":
+      if problem.mode == "stdin":
+        self.details["stdin_idioms"] = list(detect_stdin_idioms(code))
+      self._programs = iter([lcb_program(problem, code, timeout_s=timeout_s, on_frame=self._lcb_stops)])
+    elif problem.mode == "stdin":
       self.details["stdin_idioms"] = list(detect_stdin_idioms(code))
       self._programs = stdin_programs(code, [t.input for t in problem.tests], mode=exec_mode, timeout_s=timeout_s)
     elif problem.mode == "call":
@@ -128,7 +135,9 @@ class _Job:
   def feed(self, run: RunResult) -> None:
     self.wall_s += run.wall_s
     self.isolation = run.isolation
-    if self.problem.mode == "stdin":
+    if self.details["exec_mode"] == "lcb_compat" and self.problem.mode != "humaneval":
+      self._feed_lcb(run)
+    elif self.problem.mode == "stdin":
       self._feed_stdin(run)
     elif self.problem.mode == "call":
       self._feed_call(run)
@@ -208,6 +217,82 @@ class _Job:
         return
       self.passed += 1
     self._finish("AC")
+
+  def _test_passes(self, index: int, frame: Mapping[str, Any]) -> bool:
+    """LCB's comparison of test `index`'s result frame: its comparator on the captured stdout, or `==`."""
+    expected = self.problem.tests[index].output
+    if self.problem.mode == "stdin":
+      return isinstance(frame.get("stdout"), str) and lcb_stdout_equal(frame["stdout"], expected)
+    return "value" in frame and bool(frame["value"] == loads_json(expected))
+
+  def _lcb_stops(self, payload: bytes) -> bool:
+    """`Program.on_frame` of an lcb_compat run: stop at the end of grading or at the first failed test."""
+    try:
+      frame = decode_frame(payload)
+      return (frame.get("done") is True or not frame["ok"] or not 0 <= frame["i"] < self.total
+              or not self._test_passes(frame["i"], frame))
+    except (FrameError, RecursionError, TypeError, ValueError):
+      return True
+
+  def _feed_lcb(self, run: RunResult) -> None:
+    """LCB's result list from an lcb_compat run (see `lcb_runner`): True per passed test, then the failing
+    test's -2 / False / -3 / -4, or [-4] when grading failed before the tests; [-2] with error code -5 when the
+    process ended without finishing (LCB's `check_correctness` then fails on its empty metadata)."""
+    info = self._run_info(run)
+    if run.outcome == "sandbox_error":
+      self._finish("SANDBOX_ERROR", failed_test=0, lcb_code=None, **info)
+      return
+    results: list[Any] = []
+    error: dict[str, Any] | None = None
+    done = False
+    for position, payload in enumerate(run.frames):
+      try:
+        frame = decode_frame(payload)
+      except FrameError as e:
+        error = {"code": -5, "protocol": f"frame {position}: {e}"}
+        break
+      if frame.get("done") is True:
+        done = True
+        break
+      if frame.get("setup"):
+        results, error = [-4], {"code": -4, "frame": frame}
+        break
+      if frame["i"] != position or position >= self.total:
+        error = {"code": -5, "protocol": f"frame {position} carries index {frame['i']}"}
+        break
+      if not frame["ok"]:
+        results.append(frame.get("code"))
+        error = {"code": frame.get("code"), "frame": frame}
+        break
+      if not self._test_passes(position, frame):
+        results.append(-2 if self.problem.mode == "stdin" else False)
+        error = {"code": -2, "frame": frame}
+        break
+      results.append(True)
+    if error is None and not (done and len(results) == self.total):
+      error = {"code": -5}  # ended without finishing: killed, crashed, exited, or a protocol violation
+    if error is None:
+      self.passed = self.total
+      self.details.update(lcb_results=results, lcb_error_code=None)
+      self._finish("AC", lcb_code=True)
+      return
+    code = error["code"]
+    if code == -5:
+      results = [-2]
+      verdict = failure_verdict(run) or "RE"
+    else:
+      verdict = {-2: "WA", -3: "TLE", -4: "RE"}.get(code, "RE")
+      if code == -4 and error["frame"].get("memory") is True:
+        verdict = "MLE"
+    self.passed = sum(r is True for r in results)
+    self.details.update(lcb_results=results, lcb_error_code=code)
+    frame = error.get("frame", {})
+    self._finish(verdict, failed_test=len(results) - 1 if code != -5 else self.passed, lcb_code=code,
+                 error=frame.get("error") or error.get("protocol"),
+                 stage=("setup" if frame.get("setup") else "test") if code in (-3, -4) else None,
+                 got=repr(frame.get("value"))[:_TAIL] if code == -2 and self.problem.mode == "call" else None,
+                 stdout_head=frame.get("stdout", "")[:_TAIL] if code == -2 and self.problem.mode == "stdin" else None,
+                 **info)
 
   def _feed_humaneval(self, run: RunResult) -> None:
     frames, problem = self._frames(run, 1)

@@ -38,7 +38,8 @@ from ssd_jax.data.sources import humaneval_data_path
 
 __all__ = ["DIFFICULTIES", "ERRATA_IDS", "LcbSelection", "MODES", "PLATFORMS", "Problem", "ProblemError",
            "ProblemRef", "SHARD_FILES", "SHARD_SHA256", "TestCase", "build_manifest", "decode_private_tests",
-           "iter_problems", "load_humaneval_problems", "load_lcb", "load_problem", "loads_json", "select_lcb",
+           "iter_problems", "load_humaneval_problems", "load_lcb", "load_problem", "loads_json", "problem_from_row",
+           "select_lcb",
            "shards_for_version"]
 
 SHARD_FILES = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl")
@@ -437,6 +438,18 @@ def load_problem(ref: ProblemRef) -> Problem:
   ctx = _RowContext(ref.path, ref.line, row)
   if row.get("question_id") != ref.id:
     raise ctx.error("question_id", changed, row.get("question_id"))
+  return _problem(row, ref, ctx)
+
+
+def problem_from_row(row: Any, path: str, line: int = 1) -> Problem:
+  """One parsed `code_generation_lite` row as a Problem; a malformed row raises `ProblemError` naming the field."""
+  ctx = _RowContext(path, line, row if isinstance(row, dict) else None)
+  if not isinstance(row, dict):
+    raise ctx.error(None, "a JSON object (one code_generation_lite row)", row)
+  return _problem(row, _ref(row, path, line, 0), ctx)
+
+
+def _problem(row: Mapping[str, Any], ref: ProblemRef, ctx: _RowContext) -> Problem:
   call_mode = ref.fn_name is not None
   try:
     public = json.loads(ctx.text(row, "public_test_cases"))

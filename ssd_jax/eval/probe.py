@@ -14,6 +14,8 @@ it owns, files named with a fresh token). A level is claimed only when every pro
 - read-only: /, /usr, /dev, /sandbox (and an interpreter prefix outside /usr) take no writes;
 - private: /tmp, /var/tmp and /dev/shm are empty, writable and size-capped, and nothing written there reaches
   the host's directories of the same name.
+
+It also reports the environment programs get (the Python version, numpy's if importable): `Sandbox.environment`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ try:
 except OSError:
   report["loopback_reached"] = False
 report["userns_created"] = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0  # CLONE_NEWUSER
+import platform
+report["python"] = platform.python_version()
+try:
+  import numpy
+  report["numpy"] = numpy.__version__
+except ImportError:
+  report["numpy"] = None
 report["hidden"] = {p: {"listing": listing(p), "write_error": write_error(p)} for p in spec["hidden"]}
 report["read_only"] = {p: write_error(p) for p in spec["read_only"]}
 report["private"] = {}
@@ -103,6 +112,7 @@ class Probe:
     self.mount_points = list(mount_points)
     self._listener = socket.create_server(("127.0.0.1", 0))
     self._listener.setblocking(False)
+    self.environment: dict[str, str | None] = {}  # what programs can import, from the report
 
   def files(self) -> dict[str, bytes]:
     spec = {"token": self.token, "port": self._listener.getsockname()[1], "hidden": self.hidden,
@@ -123,6 +133,7 @@ class Probe:
       r: Mapping[str, Any] = json.loads(stdout)
     except ValueError:
       return [f"the probe printed no report: {stdout[:300]!r}"]
+    self.environment = {"python": r["python"], "numpy": r["numpy"]}
     problems = []
     if r["uid"] == 0 or r["euid"] == 0 or (uid is not None and r["uid"] != uid):
       problems.append(f"runs as uid {r['uid']} (euid {r['euid']}), expected {uid if uid is not None else 'non-root'}")

@@ -1,9 +1,12 @@
 """The programs the sandbox runs for each problem mode, and the parent-side decoder of their result frames.
 
-Two execution modes (code_eval.md §10.1): `lcb_compat`, the default for headline numbers, reproduces LCB's program
-rewriting (the §5.2 prelude, the §5.4 wrapping of stdin programs into `wrapped_function`, recursion limit 50000);
-`plain` runs the solution as written. Both keep a real stdin (a file on fd 0) instead of LCB's mock, on purpose:
-`detect_stdin_idioms` logs the solutions whose verdict that choice can change.
+Three execution modes. `lcb_compat`, the default for headline numbers, is LiveCodeBench's grading process itself,
+quirks included (its mocked stdin and captured stdout, reliability guard, `class Solution` check, one process per
+sample): its runner is `lcb_runner.py`. `real_io` keeps LCB's program rewriting (the §5.2 prelude, the §5.4
+wrapping of stdin programs into `wrapped_function`, recursion limit 50000) and comparator but gives each stdin
+test a real stdin (a file on fd 0) and stdout in a fresh process: what the program's author meant, for users who
+prefer it; `detect_stdin_idioms` logs the solutions whose verdict that choice can change. `plain` runs the
+solution as written. The modules below serve `real_io` and `plain`, and HumanEval.
 
 Stdin problems run one process per test (stdin differs per test), judged by their stdout. Call-based (LeetCode)
 problems run one process for all tests: `CALL_RUNNER` loads the solution, calls the method per test under a
@@ -36,11 +39,12 @@ from typing import Any, Iterator, Sequence
 from ssd_jax.eval.lcb import Problem, loads_json
 from ssd_jax.eval.sandbox import Program
 
-__all__ = ["CALL_RUNNER", "EXEC_MODES", "HUMANEVAL_RUNNER", "LCB_PRELUDE", "STARTUP_SLACK_S", "STDIN_RUNNER",
+__all__ = ["CALL_RUNNER", "CHANNEL", "ENCODER", "EXEC_MODES", "HUMANEVAL_RUNNER", "LCB_PRELUDE", "STARTUP_SLACK_S",
+           "STDIN_RUNNER",
            "FrameError", "Opaque", "call_program", "call_wall_timeout", "decode_frame", "detect_stdin_idioms",
            "humaneval_program", "lcb_wrap_stdin", "stdin_programs"]
 
-EXEC_MODES = ("lcb_compat", "plain")
+EXEC_MODES = ("lcb_compat", "real_io", "plain")
 STARTUP_SLACK_S = 1.0  # interpreter start + prelude imports, which LCB's in-process timer never sees
 
 _PRELUDE_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
@@ -72,8 +76,8 @@ def _main():
 _main()
 '''
 
-# Shared by the call and HumanEval runners: the trusted references and frame writer, bound before any model code.
-_CHANNEL = '''\
+# Shared by the runners: the trusted references and frame writer, bound before any model code.
+CHANNEL = '''\
 import fcntl
 import json
 import operator
@@ -123,7 +127,8 @@ def _arm(setitimer=signal.setitimer, which=signal.ITIMER_REAL):
   return lambda seconds: setitimer(which, seconds)
 '''
 
-CALL_RUNNER = _CHANNEL + '''
+# The value encoding of call-based results (the module docstring), shared by the call and lcb_compat runners.
+ENCODER = '''
 
 def _encoder(quote=encode_basestring_ascii, type_=type, issubclass_=issubclass, id_=id, int_repr=int.__repr__,
              float_repr=float.__repr__, list_iter=list.__iter__,
@@ -166,9 +171,11 @@ def _encoder(quote=encode_basestring_ascii, type_=type, issubclass_=issubclass, 
           walk(item, out, path, depth + 1)
         out.append("]}" if is_tuple else "]")
       path.discard(id_(value))
+    elif kind.__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+      walk(value.item(), out, path, depth + 1)  # a numpy scalar compares as its Python value in LCB
     else:
       try:
-        out.append(int_repr(index(value)))  # numpy-style integers compare equal to ints in LCB
+        out.append(int_repr(index(value)))  # integer-like objects compare equal to ints in LCB
       except Exception:
         out.append(opaque(value))
 
@@ -180,7 +187,9 @@ def _encoder(quote=encode_basestring_ascii, type_=type, issubclass_=issubclass, 
       return opaque(value)
     return join(out)
   return encode
+'''
 
+CALL_RUNNER = CHANNEL + ENCODER + '''
 
 def _main():
   emit, encode, timer = _channel(), _encoder(), _arm()
@@ -221,7 +230,7 @@ def _main():
 _main()
 '''
 
-HUMANEVAL_RUNNER = _CHANNEL + '''
+HUMANEVAL_RUNNER = CHANNEL + '''
 
 def _main():
   emit, timer = _channel(), _arm()
@@ -310,8 +319,9 @@ def decode_frame(payload: bytes) -> dict[str, Any]:
 
 
 def _check_mode(mode: str) -> None:
-  if mode not in EXEC_MODES:
-    raise ValueError(f"unknown execution mode {mode!r}; expected one of {EXEC_MODES}")
+  if mode not in ("real_io", "plain"):
+    raise ValueError(f"execution mode {mode!r}: these programs serve 'real_io' and 'plain' (lcb_compat runs "
+                     "lcb_runner.lcb_program)")
 
 
 def _function_def(body: list[ast.stmt]) -> ast.FunctionDef:
@@ -341,12 +351,12 @@ def lcb_wrap_stdin(code: str) -> str:
     return code
 
 
-def stdin_programs(code: str, inputs: Sequence[str], *, mode: str = "lcb_compat", timeout_s: float = 6.0
+def stdin_programs(code: str, inputs: Sequence[str], *, mode: str = "real_io", timeout_s: float = 6.0
                    ) -> Iterator[Program]:
   """One program per test input, built lazily (inputs can be large); the wall limit is the per-test limit plus
   interpreter start-up. The files are shared by every test of the sample."""
   _check_mode(mode)
-  if mode == "lcb_compat":
+  if mode == "real_io":
     files = {"runner.py": STDIN_RUNNER.encode(), "solution.py": lcb_wrap_stdin(code).encode("utf-8", "surrogatepass")}
     argv: tuple[str, ...] = ("/sandbox/runner.py", "/sandbox/solution.py")
   else:
@@ -362,14 +372,14 @@ def call_wall_timeout(n_tests: int, timeout_s: float) -> float:
   return (timeout_s + 1) * n_tests + 5
 
 
-def call_program(code: str, fn_name: str, inputs: Sequence[str], *, mode: str = "lcb_compat",
+def call_program(code: str, fn_name: str, inputs: Sequence[str], *, mode: str = "real_io",
                  timeout_s: float = 6.0) -> Program:
   """All tests of a call-based problem in one run; the expected outputs are not part of the program."""
   _check_mode(mode)
   if not fn_name.isidentifier():
     raise ValueError(f"fn_name {fn_name!r} is not an identifier")
   spec = {"fn_name": fn_name, "timeout_s": timeout_s, "inputs": list(inputs),
-          "prelude": LCB_PRELUDE if mode == "lcb_compat" else ""}
+          "prelude": LCB_PRELUDE if mode == "real_io" else ""}
   files = {"runner.py": CALL_RUNNER.encode(), "solution.py": code.encode("utf-8", "surrogatepass"),
            "tests.json": json.dumps(spec).encode()}
   return Program(files=files, argv=("/sandbox/runner.py", "/sandbox/solution.py", "/sandbox/tests.json"),

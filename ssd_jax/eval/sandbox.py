@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ssd_jax.eval import isolation as iso
 from ssd_jax.eval.probe import Probe, host_paths_to_hide
@@ -121,12 +121,17 @@ class SandboxConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-  """Files placed read-only in /sandbox, the interpreter's arguments, and stdin (a read-only file on fd 0)."""
+  """Files placed read-only in /sandbox, the interpreter's arguments, and stdin (a read-only file on fd 0).
+
+  `on_frame`, if given, sees each result frame as it arrives (in the supervising thread); returning True ends the
+  run at once (outcome "stopped"): the caller already knows the verdict, e.g. LCB stops at the first failed test.
+  """
 
   files: Mapping[str, bytes]
   argv: tuple[str, ...]
   stdin: bytes = b""
   wall_timeout_s: float | None = None
+  on_frame: Callable[[bytes], bool] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +177,8 @@ def failure_verdict(result: RunResult) -> str | None:
     return "TLE"
   if result.outcome == "output_limit":
     return "OLE"
+  if result.outcome == "stopped":
+    return None  # ended by `Program.on_frame`: the frames decide
   if result.outcome == "exited" and result.returncode == 0:
     return None
   if b"MemoryError" in result.stderr:
@@ -198,6 +205,13 @@ class _Capture:
     self.frames_error: str | None = None
     self._frame_buf = bytearray()
     self._frame_bytes = 0
+    self._frames_seen = 0
+
+  def new_frames(self) -> list[bytes]:
+    """The complete frames received since the last call."""
+    new = self.frames[self._frames_seen:]
+    self._frames_seen = len(self.frames)
+    return new
 
   def add_stdout(self, data: bytes) -> bool:
     """Appends stdout; False once the cap is exceeded (the run must be killed)."""
@@ -258,6 +272,7 @@ class Sandbox:
     self._swept: set[int] = set()
     self._closed = False
     self._isolation = ""
+    self._environment: dict[str, str | None] = {}
     try:
       self._isolation = self._resolve_isolation()
     except BaseException:
@@ -271,6 +286,11 @@ class Sandbox:
   @property
   def config(self) -> SandboxConfig:
     return self._cfg
+
+  @property
+  def environment(self) -> dict[str, str | None]:
+    """What programs run with, as the probe saw it: {"python": version, "numpy": version or None}."""
+    return dict(self._environment)
 
   def __enter__(self) -> Sandbox:
     return self
@@ -333,8 +353,10 @@ class Sandbox:
       if result.outcome != "exited" or result.returncode != 0:
         detail = result.error or result.stderr.decode("utf-8", "replace").strip()[-2000:]
         return [f"the probe gave outcome={result.outcome} returncode={result.returncode}: {detail}"]
-      return probe.check(result.stdout, uid=self._cfg.base_uid if self._root else None,
-                         tmpfs_bytes=self._cfg.tmpfs_bytes)
+      problems = probe.check(result.stdout, uid=self._cfg.base_uid if self._root else None,
+                             tmpfs_bytes=self._cfg.tmpfs_bytes)
+      self._environment = probe.environment
+      return problems
     finally:
       probe.close()
 
@@ -421,7 +443,7 @@ class Sandbox:
         os.close(fd)
         fds.remove(fd)
       try:
-        return self._supervise(proc, uid, wall, start, frames_r, status_r, parent_peak, limits)
+        return self._supervise(proc, uid, wall, start, frames_r, status_r, parent_peak, limits, program.on_frame)
       except BaseException:
         if proc.returncode is None:
           with contextlib.suppress(ProcessLookupError):
@@ -469,7 +491,7 @@ class Sandbox:
                              status_fd=4) + ["--", *command])
 
   def _supervise(self, proc: subprocess.Popen, uid: int, wall: float, start: float, frames_r: int, status_r: int,
-                 parent_peak: int, limits: dict) -> RunResult:
+                 parent_peak: int, limits: dict, on_frame: Callable[[bytes], bool] | None) -> RunResult:
     cap = _Capture(self._cfg)
     readers = {proc.stdout.fileno(): cap.add_stdout, proc.stderr.fileno(): cap.add_stderr, frames_r: cap.add_frames,
                status_r: cap.add_status}
@@ -500,6 +522,9 @@ class Sandbox:
             del readers[fd]
           elif readers[fd](data) is False:
             outcome = "output_limit"
+            break
+          elif fd == frames_r and on_frame is not None and any(map(on_frame, cap.new_frames())):
+            outcome = "stopped"
             break
         if outcome:
           break
