@@ -67,12 +67,22 @@ def get_config() -> config_dict.ConfigDict:
   config.sample.degeneracy.stub_max_chars = config_dict.placeholder(int)
   config.sample.degeneracy.require_code_block = False
   config.sample.degeneracy.drop_truncated = False
-  config.sample.engine = config_dict.ConfigDict()  # shapes the computation only, never the samples
-  config.sample.engine.batch_size = 64
-  config.sample.engine.max_cache_len = 69632
+  # The decode engine (sampling/engine.py) shapes the computation only, never the samples. The KV cache is a pool of
+  # pages sized from memory (kv_pages, else kv_cache_bytes, else kv_cache_fraction of free accelerator memory); a
+  # sequence holds pages for the tokens it has, so batch_size slots are cheap and the pool decides how many run.
+  config.sample.engine = config_dict.ConfigDict()
+  config.sample.engine.batch_size = 256  # decode slots per process
+  config.sample.engine.max_seq_len = 69632  # prompt + answer of one sequence: 65,536 new tokens + prompts up to 4,096
+  config.sample.engine.page_size = 16
+  config.sample.engine.kv_pages = 0
+  config.sample.engine.kv_cache_bytes = 0
+  config.sample.engine.kv_cache_fraction = 0.85
+  config.sample.engine.kv_dtype = "auto"  # the compute dtype, or "int8" (a scale per token and head)
   config.sample.engine.chunk_steps = 64
+  config.sample.engine.prefill_chunk = 2048
+  config.sample.engine.prefill_rows = 8
   config.sample.engine.k_max = 64
-  config.sample.engine.decode_attention = "auto"
+  config.sample.engine.decode_attention = "auto"  # reference | pallas_gpu | pallas_tpu
 
   # SFT (ssd_paper.md §3): AdamW 0.9/0.95, wd 0.1, cosine 5e-6 -> 1e-6, 250 warmup / 2,500 steps (instruct),
   # global batch 32, sequence length 65,536.
@@ -175,7 +185,6 @@ def paper_config(*, checkpoint: str, sample: dict, base_eval: dict, ssd_eval: di
   config.sample.update(sample)
   config.sample.n_per_prompt = 1
   config.sample.engine.batch_size = shape["engine_batch"]  # decode slots per process (each file's KV arithmetic)
-  config.sample.engine.max_cache_len = 69632  # 65,536 new tokens + prompts up to 4,096
   warmup, steps = (50, 300) if thinking else (250, 2500)
   config.train.update({"warmup_steps": warmup, "total_steps": steps, "save_interval_steps": warmup,
                        "grad_accum_steps": shape["grad_accum"]})

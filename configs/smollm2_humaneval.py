@@ -34,7 +34,7 @@ def get_config():
   config.sample.max_new_tokens = 200
   config.sample.shard_size = 32
   config.sample.engine.batch_size = 32
-  config.sample.engine.max_cache_len = 1024
+  config.sample.engine.max_seq_len = 1024
 
   config.train.learning_rate = 1e-5
   config.train.min_learning_rate = 1e-6

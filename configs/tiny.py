@@ -32,7 +32,7 @@ def get_config():
   config.sample.max_new_tokens = 32
   config.sample.shard_size = 8
   config.sample.engine.batch_size = 16
-  config.sample.engine.max_cache_len = 2048  # byte-level prompts are ~600 tokens (bucket 1024)
+  config.sample.engine.max_seq_len = 2048  # byte-level prompts are ~600 tokens
   config.sample.engine.chunk_steps = 16
   config.sample.degeneracy.min_lines = 1  # keep one-line samples: an untrained model rarely writes two lines
 

@@ -41,7 +41,7 @@ Given an array of integers, return the number of pairs whose sum is even. Constr
 system user assistant
 """
 
-ENGINE = EngineConfig(batch_size=4, max_cache_len=640, chunk_steps=8, prompt_buckets=(128, 256, 512))
+ENGINE = EngineConfig(batch_size=4, max_seq_len=640, chunk_steps=8, page_size=8, prefill_chunk=256)
 CONFIG = SynthesisConfig(temperature=1.0, top_k=20, top_p=0.95, max_new_tokens=24, seed=7, shard_size=2,
                          degeneracy=DegeneracyRule(min_lines=2), engine=ENGINE)
 

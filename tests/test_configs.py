@@ -186,7 +186,7 @@ def test_meshes_fit_the_hardware(name, hardware):
   micro_rows = tc.global_batch_size // tc.grad_accum_steps
   assert micro_rows % (mesh["data"] * mesh["fsdp"] * mesh["expert"]) == 0
   assert config.sample.engine.batch_size % (local["data"] * local["fsdp"] * local["expert"]) == 0
-  assert config.sample.engine.max_cache_len >= config.sample.max_new_tokens
+  assert config.sample.engine.max_seq_len >= config.sample.max_new_tokens
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

@@ -35,7 +35,7 @@ def _greedy_reference(params, cfg, prompt, steps, width=48):
   return seq[len(prompt):]
 
 
-ECFG = EngineConfig(batch_size=4, max_cache_len=256, chunk_steps=4, prompt_buckets=(16, 32, 64))
+ECFG = EngineConfig(batch_size=4, max_seq_len=256, chunk_steps=4, page_size=4, prefill_chunk=16)
 
 
 def test_greedy_equals_argmax_of_full_forward(model):
@@ -73,6 +73,8 @@ def test_n_samples_share_one_prefill(model):
   assert engine.stats["prefill_calls"] == 1 and engine.stats["prefill_rows"] == 1
   assert [c.sample_index for c in samples] == [0, 1, 2, 3]
   assert len({tuple(c.tokens) for c in samples}) > 1  # distinct random streams
+  # 7 prompt + 5 cached answer tokens = 12 per sample, 3 pages of 4 alone; sharing the full prompt page saves 3.
+  assert engine.stats["peak_pages"] == 4 * 3 - 3
 
 
 def test_refilled_rows_equal_a_run_without_refill(model):
@@ -91,13 +93,13 @@ def test_refilled_rows_equal_a_run_without_refill(model):
 
 def test_decode_compiles_once_across_sampling_parameters(model):
   cfg, params = model
-  ecfg = EngineConfig(batch_size=3, max_cache_len=128, chunk_steps=3, prompt_buckets=(8,))  # shapes of its own
+  ecfg = EngineConfig(batch_size=3, max_seq_len=128, chunk_steps=3, page_size=8)  # shapes of its own
   engine = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg)
   prompt = _prompts(cfg, [5])[0]
-  before = engine_lib._chunk._cache_size(), engine_lib._insert._cache_size()
+  before = engine_lib._decode._cache_size(), engine_lib._insert._cache_size()
   for t, k, p in [(0.0, 0, 1.0), (0.7, 20, 0.8), (1.6, 5, 0.95), (1.0, 0, 0.5), (0.3, 50, 1.0)]:
     engine.generate([Request(prompt, max_new_tokens=5, temperature=t, top_k=k, top_p=p)])
-  after = engine_lib._chunk._cache_size(), engine_lib._insert._cache_size()
+  after = engine_lib._decode._cache_size(), engine_lib._insert._cache_size()
   assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
@@ -105,7 +107,7 @@ def test_eight_devices_equal_one(model):
   cfg, params = model
   prompts = _prompts(cfg, [5, 12, 8, 3], seed=4)
   requests = [Request(p, n=2, max_new_tokens=7, temperature=1.0, top_k=10, top_p=0.9) for p in prompts]
-  ecfg = EngineConfig(batch_size=8, max_cache_len=256, chunk_steps=4, prompt_buckets=(16, 32))
+  ecfg = EngineConfig(batch_size=8, max_seq_len=256, chunk_steps=4, page_size=4, prefill_chunk=8)
   ref = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg).generate(requests, seed=9)
   mesh = make_mesh({"data": 2, "tensor": 4})
   rules = ShardingRules()
@@ -115,11 +117,28 @@ def test_eight_devices_equal_one(model):
   assert [[c.tokens for c in r] for r in out] == [[c.tokens for c in r] for r in ref]
 
 
-def test_prompt_beyond_cache_is_a_clear_error(model):
+def test_a_request_that_can_never_fit_is_refused_up_front(model):
   cfg, params = model
-  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG)
-  with pytest.raises(ValueError, match=r"request 0: prompt of 40 tokens .*exceeds the KV cache \(256 slots"):
-    engine.generate([Request(list(range(3, 43)), max_new_tokens=200)])
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "kv_pages": 30}))
+  ok = Request(list(range(3, 13)), max_new_tokens=4)
+  with pytest.raises(ValueError, match=r"request 1: prompt of 40 tokens \+ max_new_tokens 200 = 240 tokens "
+                                       r"\(60 pages of 4\) cannot fit: the KV pool holds 30 pages"):
+    engine.generate([ok, Request(list(range(3, 43)), max_new_tokens=200)])
+  assert engine.stats["prefill_calls"] == 0  # refused before any work
+
+
+def test_a_pool_that_forces_preemption_gives_the_tokens_of_an_ample_one(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [9, 14, 5, 11, 7, 3], seed=6)
+  requests = [Request(p, n=2, max_new_tokens=24, temperature=1.0, top_k=20, top_p=0.95) for p in prompts]
+  ample = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "batch_size": 8}))
+  tight = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "batch_size": 8,
+                                                                     "kv_pages": 24}))
+  want = ample.generate(requests, seed=11)
+  got = tight.generate(requests, seed=11)  # generate itself checks that every page is back in the pool
+  assert ample.stats["preemptions"] == 0 and tight.stats["preemptions"] > 0
+  assert tight.stats["peak_pages"] <= 24
+  assert [[c.tokens for c in r] for r in got] == [[c.tokens for c in r] for r in want]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from ssd_jax.models import transformer  # noqa: E402
+from ssd_jax.models import paged, transformer  # noqa: E402
 from ssd_jax.models.config import ConfigError, RopeScaling  # noqa: E402
 from ssd_jax.models.gguf import GGUFError, config_from_gguf, load_gguf, smollm2_gguf_path  # noqa: E402
 
@@ -80,16 +80,22 @@ def prompt_ids(reference) -> list[int]:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "steps"))
 def _greedy(params, prompt, cfg, steps):
-  """prefill + (steps - 1) decode steps in one program -> (tokens [B, steps], their logits [B, steps, V])."""
+  """prefill + (steps - 1) decode steps in one program over a paged cache -> (tokens [B, steps], their logits
+  [B, steps, V])."""
   b, p = prompt.shape
-  cache = transformer.init_cache(cfg, b, p + steps)
-  logits, cache = transformer.prefill(params, prompt, jnp.ones_like(prompt, dtype=bool), cache, cfg)
+  page = 16
+  pps = -(-(p + steps) // page)
+  cache = paged.init_cache(cfg, b * pps, page, dtype=jnp.dtype(cfg.cdtype).name)
+  table = jnp.arange(b * pps, dtype=jnp.int32).reshape(b, pps)
+  logits, cache = transformer.extend(params, prompt, jnp.zeros((b,), jnp.int32), jnp.full((b,), p, jnp.int32),
+                                     table, cache, cfg, fresh=True)
   tokens = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(jnp.argmax(logits, -1))
   all_logits = jnp.zeros((b, steps, logits.shape[-1]), jnp.float32).at[:, 0].set(logits)
 
   def step(i, carry):
     tokens, all_logits, cache = carry
-    logits, cache = transformer.decode_step(params, tokens[:, i - 1], cache, cfg)
+    logits, cache = transformer.extend(params, tokens[:, i - 1:i], jnp.full((b,), p + i - 1, jnp.int32),
+                                       jnp.ones((b,), jnp.int32), table, cache, cfg)
     return tokens.at[:, i].set(jnp.argmax(logits, -1)), all_logits.at[:, i].set(logits), cache
 
   tokens, all_logits, _ = jax.lax.fori_loop(1, steps, step, (tokens, all_logits, cache))
@@ -101,7 +107,7 @@ _forward = jax.jit(transformer.forward, static_argnames=("cfg",))
 
 @pytest.fixture(scope="module")
 def generated(ours, prompt_ids):
-  """Our greedy continuation and the logits that chose each token (from prefill, then decode_step)."""
+  """Our greedy continuation and the logits that chose each token (from prefill, then decode steps)."""
   cfg, params = ours
   tokens, logits = _greedy(params, jnp.asarray([prompt_ids], jnp.int32), cfg, GREEDY_TOKENS)
   return np.asarray(tokens[0]), np.asarray(logits[0])

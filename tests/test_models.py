@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import paged_run
 import tiny_hf
 from ssd_jax.models import hf, transformer
 from ssd_jax.models.config import ModelConfig
@@ -24,8 +25,6 @@ def _torch_logits(model, tokens, attention_mask=None):
 
 
 _forward = jax.jit(transformer.forward, static_argnames=("cfg",))
-_prefill = jax.jit(transformer.prefill, static_argnames=("cfg",))
-_decode = jax.jit(transformer.decode_step, static_argnames=("cfg", "attention"))
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -78,61 +77,27 @@ def test_rope_scaling_matches_transformers(tmp_path, rope):
   assert np.abs(ours - _torch_logits(model, tokens)).max() <= 1e-4
 
 
-@pytest.mark.parametrize("attention", ["blockwise", "dense"])
-def test_prefill_then_decode_equals_forward(family, attention):
+def test_prefill_then_decode_equals_forward(family):
   _, _, cfg, params = family
   tokens = _tokens(3, 14, cfg.vocab_size, seed=6)
   full = np.asarray(_forward(params, tokens, jnp.ones_like(tokens), cfg=cfg))
-  prompt_len = 6
-  cache = transformer.init_cache(cfg, 3, 32, dtype=jnp.float32)
-  logits, cache = _prefill(params, tokens[:, :prompt_len], jnp.ones((3, prompt_len), bool), cache, cfg=cfg)
-  np.testing.assert_allclose(np.asarray(logits), full[:, prompt_len - 1], atol=1e-4)
-  for t in range(prompt_len, 14):
-    logits, cache = _decode(params, tokens[:, t], cache, cfg=cfg, attention=attention)
-    np.testing.assert_allclose(np.asarray(logits), full[:, t], atol=1e-4)
-  assert np.all(np.asarray(cache.length) == 14) and np.all(np.asarray(cache.next_pos) == 14)
+  got = paged_run.run(cfg, params, tokens, [6, 6, 6], 7)
+  np.testing.assert_allclose(got, full[:, 5:13], atol=1e-4)
 
 
-def test_left_padded_rows_equal_unpadded(family):
+def test_rows_of_different_lengths_equal_each_row_alone(family):
   name, model, cfg, params = family
   lengths = [9, 5, 2]
-  width = max(lengths)
-  rows = [_tokens(1, n, cfg.vocab_size, seed=10 + i)[0] for i, n in enumerate(lengths)]
-  padded = np.zeros((3, width), np.int32)
-  valid = np.zeros((3, width), bool)
+  rows = [_tokens(1, n + 1, cfg.vocab_size, seed=10 + i)[0] for i, n in enumerate(lengths)]
+  tokens = np.zeros((3, 10), np.int32)
   for i, row in enumerate(rows):
-    padded[i, width - len(row):] = row
-    valid[i, width - len(row):] = True
-  # Full forward with segment ids: each row's real tokens equal the unpadded forward of that row.
-  full = np.asarray(_forward(params, padded, valid.astype(np.int32), cfg=cfg))
-  cache = transformer.init_cache(cfg, 3, 24, dtype=jnp.float32)
-  last, cache = _prefill(params, padded, valid, cache, cfg=cfg)
-  next_tokens = np.array([5, 6, 7], np.int32)
-  step, _ = _decode(params, next_tokens, cache, cfg=cfg)
-  dense_step, _ = _decode(params, next_tokens, cache, cfg=cfg, attention="dense")
-  np.testing.assert_allclose(np.asarray(dense_step), np.asarray(step), atol=1e-5)
-  # "Unpadded" references come from transformers on each row alone (our unpadded forward matches it to
-  # 1e-4 in test_logits_match_transformers); this keeps the test free of per-length recompiles.
+    tokens[i, :len(row)] = row
+  # One prefill over right-padded rows, then one decode step each at its own position.
+  got = paged_run.run(cfg, params, tokens, lengths, 1)
   for i, row in enumerate(rows):
     alone = _torch_logits(model, row[None])[0]
-    np.testing.assert_allclose(full[i, width - len(row):], alone, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(last[i]), alone[-1], atol=1e-4)
-    extended = _torch_logits(model, np.append(row, next_tokens[i])[None])[0, -1]
-    np.testing.assert_allclose(np.asarray(step[i]), extended, atol=1e-4)
-
-
-def test_right_padded_prefill_then_decode(family):
-  _, model, cfg, params = family
-  row = _tokens(1, 5, cfg.vocab_size, seed=20)[0]
-  padded = np.zeros((1, 8), np.int32)
-  padded[0, :5] = row
-  valid = np.arange(8)[None] < 5
-  cache = transformer.init_cache(cfg, 1, 16, dtype=jnp.float32)
-  _, cache = _prefill(params, padded, valid, cache, cfg=cfg)
-  assert int(cache.length[0]) == 5
-  logits, _ = _decode(params, np.array([9], np.int32), cache, cfg=cfg)
-  ref = _torch_logits(model, np.append(row, 9)[None])[0, -1]
-  np.testing.assert_allclose(np.asarray(logits[0]), ref, atol=1e-4)
+    np.testing.assert_allclose(got[i, 0], alone[-2], atol=1e-4)
+    np.testing.assert_allclose(got[i, 1], alone[-1], atol=1e-4)
 
 
 def test_packed_segments_never_attend_across(family):

@@ -19,7 +19,7 @@ from ssd_jax.sampling.engine import Engine, EngineConfig, Request, stream_id_of
 from ssd_jax.sampling.sampler import row_keys, sequence_keys
 
 ENGINE = synth_helper.ENGINE  # batch 4, chunk 8
-OTHER_SHAPE = EngineConfig(batch_size=2, max_cache_len=640, chunk_steps=3, prompt_buckets=(128, 256, 512))
+OTHER_SHAPE = EngineConfig(batch_size=2, max_seq_len=640, chunk_steps=3, page_size=16, prefill_chunk=64, kv_pages=40)
 
 
 @pytest.fixture(scope="module")

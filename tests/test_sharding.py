@@ -1,10 +1,10 @@
 """The forward, prefill and decode on an 8-device fake CPU mesh equal the single-device results."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import paged_run
 import tiny_hf
 from ssd_jax.models import hf, transformer
 from ssd_jax.models.sharding import ShardingRules, make_mesh
@@ -33,10 +33,9 @@ def reference(moe_checkpoint):
   segments[:, :3] = 0  # left padding on every row
   segments[1, :7] = 0
   full = jax.jit(transformer.forward, static_argnames="cfg")(params, tokens, segments, cfg=cfg)
-  cache = transformer.init_cache(cfg, 8, 16, dtype=jnp.float32)
-  last, cache = transformer.prefill(params, tokens, segments > 0, cache, cfg)
-  step, _ = transformer.decode_step(params, tokens[:, 0], cache, cfg)
-  return tokens, segments, np.asarray(full), np.asarray(last), np.asarray(step)
+  lengths = [9, 4, 9, 9, 9, 9, 9, 9]  # right-padded rows for the paged prefill, then one decode step each
+  cached = paged_run.run(cfg, params, tokens, lengths, 1)
+  return tokens, segments, np.asarray(full), lengths, cached
 
 
 def test_eight_fake_devices():
@@ -45,7 +44,7 @@ def test_eight_fake_devices():
 
 @pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(f"{k}{v}" for k, v in s.items()))
 def test_sharded_forward_and_decode_match_single_device(moe_checkpoint, reference, shape):
-  tokens, segments, full_ref, last_ref, step_ref = reference
+  tokens, segments, full_ref, lengths, cached_ref = reference
   mesh = make_mesh(shape)
   rules = ShardingRules()
   cfg, params = hf.load_hf(moe_checkpoint, param_dtype="float32", mesh=mesh, rules=rules)
@@ -60,14 +59,9 @@ def test_sharded_forward_and_decode_match_single_device(moe_checkpoint, referenc
   full = jax.jit(transformer.forward, static_argnames=("cfg", "sharding"))(
       params, tokens, segments, cfg=cfg, sharding=sh)
   np.testing.assert_allclose(np.asarray(full), full_ref, atol=1e-4)
-  cache = transformer.init_cache(cfg, 8, 16, dtype=jnp.float32, sharding=sh)
-  prefill = jax.jit(transformer.prefill, static_argnames=("cfg", "sharding"))
-  decode = jax.jit(transformer.decode_step, static_argnames=("cfg", "sharding"))
-  last, cache = prefill(params, tokens, segments > 0, cache, cfg=cfg, sharding=sh)
-  assert cache.k[0].sharding.is_equivalent_to(rules.sharding(mesh, transformer.CACHE_LOGICAL, cache.k[0].shape), 4)
-  step, _ = decode(params, tokens[:, 0], cache, cfg=cfg, sharding=sh)
-  np.testing.assert_allclose(np.asarray(last), last_ref, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(step), step_ref, atol=1e-4)
+  # The paged cache: pages and slots split over the batch axes, KV heads over tensor; same logits as one device.
+  cached = paged_run.run(cfg, params, tokens, lengths, 1, sharding=sh)
+  np.testing.assert_allclose(cached, cached_ref, atol=1e-4)
 
 
 def test_indivisible_dims_are_replicated():

@@ -1,16 +1,18 @@
 """Accelerator benchmark: decode tokens/s and SFT MFU of a Qwen3-4B-shaped model beside the chip's roofline.
 
-  python -m ssd_jax.bench.device [--size qwen3-4b|toy] [--decode-batch 64] [--prompt-tokens 256]
-                                 [--new-tokens 256] [--train-batch 8] [--seq 2048] [--train-steps 4]
+  python -m ssd_jax.bench.device [--size qwen3-4b|qwen3-30b-a3b|toy|toy-moe] [--decode-batch 64]
+                                 [--prompt-tokens 256] [--new-tokens 256] [--max-new-configured 65536]
+                                 [--train-batch 8] [--seq 2048] [--train-steps 4]
                                  [--remat full] [--peak-tflops X] [--hbm-gbps Y] [--skip decode|train]
 
 One prepared script for a lent GPU/TPU machine (and a CPU smoke run at --size toy). A random-init model
 with Qwen3-4B's shapes (36 layers, d 2560, 32/8 heads of 128, MLP 9728, vocab 151,936, tied embeddings, QK-norm):
 
-- decode: the engine (fused temperature / top-k / top-p sampling in the jitted step) on bf16 weights, every
-  row generating exactly --new-tokens tokens (no stop tokens); tokens/s over wall time after a warm-up call
-  with the same shapes. Roofline: each decode step must read every weight once and the K/V of every filled
-  cache position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
+- decode: the paged engine (fused temperature / top-k / top-p sampling in the jitted step) on bf16 weights,
+  configured for --max-new-configured new tokens per sequence, every row generating exactly --new-tokens tokens
+  (no stop tokens); tokens/s over wall time after a warm-up call with the same shapes. Roofline: each decode step
+  must read every weight once (for MoE: the experts the batch's tokens route to, in expectation) and the K/V of
+  every filled position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
 - train: the SFT step (float32 master weights and AdamW state, bf16 matmuls, remat, chunked cross-entropy) on
   a [train-batch, seq] batch of random tokens; MFU = model FLOPs/s / peak, model FLOPs per token =
   6 * (non-embedding matmul params + the LM head) + 12 * layers * seq * heads * head_dim (PaLM's convention:
@@ -50,15 +52,22 @@ DATASHEET = {
 SIZES = {
     "qwen3-4b": dict(vocab_size=151936, hidden_size=2560, num_layers=36, num_heads=32, num_kv_heads=8, head_dim=128,
                      intermediate_size=9728),
+    "qwen3-30b-a3b": dict(model_type="qwen3_moe", vocab_size=151936, hidden_size=2048, num_layers=48, num_heads=32,
+                          num_kv_heads=4, head_dim=128, intermediate_size=6144, num_experts=128,
+                          num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
+                          tie_word_embeddings=False),
     "toy": dict(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                 intermediate_size=128),
+    "toy-moe": dict(model_type="qwen3_moe", vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=16, intermediate_size=128, num_experts=8, num_experts_per_tok=2,
+                    moe_intermediate_size=32, norm_topk_prob=True, tie_word_embeddings=False),
 }
 
 
 def model_config(size: str, param_dtype: str) -> ModelConfig:
-  return ModelConfig(model_type="qwen3", rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=40960,
-                     tie_word_embeddings=True, qk_norm=True, param_dtype=param_dtype, compute_dtype="bfloat16",
-                     **SIZES[size])
+  fields = {"model_type": "qwen3", "tie_word_embeddings": True, **SIZES[size]}
+  return ModelConfig(rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=131072, qk_norm=True,
+                     param_dtype=param_dtype, compute_dtype="bfloat16", **fields)
 
 
 def datasheet_peaks(device: jax.Device) -> tuple[float | None, float | None]:
@@ -113,23 +122,44 @@ def _time_call(fn, *args, reps: int = 10) -> float:
   return (time.perf_counter() - t0) / reps
 
 
-def decode_breakdown(params, cfg: ModelConfig, sharding: Sharding, batch: int, filled: int, cache_len: int) -> dict:
-  """Milliseconds of one model step (each attention impl) and of one sampling call, at `filled` cache slots."""
-  from ssd_jax.models import transformer
+def decode_breakdown(params, cfg: ModelConfig, sharding: Sharding, batch: int, filled: int, page: int) -> dict:
+  """Milliseconds of one model step (each paged-attention implementation this backend runs) and of one sampling
+  call, with `filled` cached tokens per row."""
+  from ssd_jax.models import paged, transformer
   from ssd_jax.sampling.sampler import sample
 
-  cache = transformer.init_cache(cfg, batch, cache_len, sharding=sharding)
-  cache = cache.replace(valid=jnp.broadcast_to(jnp.arange(cache_len) < filled, (batch, cache_len)),
-                        length=jnp.full((batch,), filled, jnp.int32), next_pos=jnp.full((batch,), filled, jnp.int32))
-  tokens = jnp.zeros((batch,), jnp.int32)
+  pps = -(-(filled + 1) // page)
+  shards = paged.num_shards(sharding.mesh, sharding.rules)
+  cache = paged.init_cache(cfg, batch * pps, page, dtype="bfloat16", mesh=sharding.mesh, rules=sharding.rules)
+  per_shard = batch // shards
+  table = jnp.asarray([[(r % per_shard) * pps + j for j in range(pps)] for r in range(batch)], jnp.int32)
+  tokens = jnp.zeros((batch, 1), jnp.int32)
+  start, one = jnp.full((batch,), filled, jnp.int32), jnp.ones((batch,), jnp.int32)
   out = {}
-  for impl in ("blockwise", "dense"):
-    step = jax.jit(lambda p, t, c, impl=impl: transformer.decode_step(p, t, c, cfg, sharding, attention=impl)[0])
+  impls = ["reference"] + {"gpu": ["pallas_gpu"], "tpu": ["pallas_tpu"]}.get(jax.default_backend(), [])
+  for impl in impls:
+    step = jax.jit(lambda p, t, c, impl=impl: transformer.extend(p, t, start, one, table, c, cfg, sharding,
+                                                                 attention=impl)[0])
     out[f"model_step_ms_{impl}"] = 1e3 * _time_call(step, params, tokens, cache)
   logits = jax.random.normal(jax.random.key(1), (batch, cfg.vocab_size), jnp.float32) * 4
   draw = jax.jit(lambda key, x: sample(key, x, 0.7, 20, 0.8))
   out["sample_ms"] = 1e3 * _time_call(draw, jax.random.key(2), logits)
   return out
+
+
+def decode_weight_bytes(cfg: ModelConfig, batch: int) -> float:
+  """Weight bytes (bf16) one decode step reads: everything but the experts no token of the batch routes to (each
+  of the batch's tokens picks k of E experts; the expected number of distinct experts hit per layer is
+  E * (1 - (1 - k/E)^batch))."""
+  total, _ = param_counts(cfg)
+  if not cfg.num_experts:
+    return 2.0 * total
+  e, k = cfg.num_experts, cfg.num_experts_per_tok
+  per_expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size
+  moe_layers = sum(cfg.is_moe_layer(i) for i in range(cfg.num_layers))
+  expert_params = moe_layers * e * per_expert
+  hit = e * (1 - (1 - k / e) ** batch)
+  return 2.0 * (total - expert_params + moe_layers * hit * per_expert)
 
 
 def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
@@ -142,10 +172,11 @@ def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
   rng = np.random.default_rng(0)
   prompts = [rng.integers(0, cfg.vocab_size, args.prompt_tokens).tolist() for _ in range(args.decode_batch)]
   requests = [Request(p, max_new_tokens=args.new_tokens, temperature=0.7, top_k=20, top_p=0.8) for p in prompts]
-  cache_len = args.prompt_tokens + args.new_tokens
-  ecfg = EngineConfig(batch_size=args.decode_batch, max_cache_len=-(-cache_len // 128) * 128 + 128,
-                      chunk_steps=args.chunk_steps, prompt_buckets=(args.prompt_tokens,),
-                      decode_attention=args.decode_attention)
+  # The engine is configured for --max-new-configured new tokens per sequence (the paper's 65,536): page tables and
+  # admission; the pool comes from free memory and the answers stop at --new-tokens.
+  ecfg = EngineConfig(batch_size=args.decode_batch, max_seq_len=args.prompt_tokens + args.max_new_configured,
+                      chunk_steps=args.chunk_steps, decode_attention=args.decode_attention,
+                      page_size=args.page_size, prefill_chunk=max(args.prompt_tokens, 16))
   engine = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg, sharding=sharding)
   t0 = time.perf_counter()
   engine.generate(requests, seed=1)
@@ -158,19 +189,19 @@ def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
   steps = engine.stats["decode_steps"] - steps_before
   breakdown = {}
   if not args.no_breakdown:
-    engine_cache = -(-(args.prompt_tokens + args.new_tokens) // 128) * 128
     breakdown = decode_breakdown(params, cfg, sharding, args.decode_batch, args.prompt_tokens + args.new_tokens // 2,
-                                 engine_cache)
+                                 args.page_size)
   total, _ = param_counts(cfg)
-  weight_bytes = total * 2
+  weight_bytes = decode_weight_bytes(cfg, args.decode_batch)
   kv_bytes_per_position = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 2
   # Step t (0-based) attends over prompt + t + 1 positions in each row.
   positions_read = args.decode_batch * sum(args.prompt_tokens + t + 1 for t in range(args.new_tokens))
   bytes_read = args.new_tokens * weight_bytes + positions_read * kv_bytes_per_position
   result = {"tokens": tokens, "wall_s": wall, "warmup_s": warmup_s, "tokens_per_s": tokens / wall,
             "decode_steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1), "params": total,
-            "weight_gb": weight_bytes / 1e9, "bytes_read_per_token": bytes_read / tokens,
-            "attention_impl": decode_attention_impl(ecfg), **breakdown}
+            "weight_gb_read_per_step": weight_bytes / 1e9, "bytes_read_per_token": bytes_read / tokens,
+            "attention_impl": decode_attention_impl(ecfg), "max_new_configured": args.max_new_configured,
+            "pool_pages": engine.stats["pool_pages"], "peak_pages": engine.stats["peak_pages"], **breakdown}
   if hbm_bytes_s:
     result["roofline_tokens_per_s"] = tokens * hbm_bytes_s / bytes_read
     result["fraction_of_roofline"] = result["tokens_per_s"] / result["roofline_tokens_per_s"]
@@ -224,7 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--prompt-tokens", type=int, default=256)
   parser.add_argument("--new-tokens", type=int, default=256)
   parser.add_argument("--chunk-steps", type=int, default=64)
-  parser.add_argument("--decode-attention", default="auto", choices=("auto", "blockwise", "dense"))
+  parser.add_argument("--max-new-configured", type=int, default=65536,
+                      help="new tokens per sequence the engine is configured for (the answers stop at --new-tokens)")
+  parser.add_argument("--page-size", type=int, default=16)
+  parser.add_argument("--decode-attention", default="auto", choices=("auto", "reference", "pallas_gpu", "pallas_tpu"))
   parser.add_argument("--no-breakdown", action="store_true", help="skip timing the model step and sampler alone")
   parser.add_argument("--train-batch", type=int, default=8)
   parser.add_argument("--seq", type=int, default=2048)
@@ -264,8 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{100 * d['fraction_of_measured_copy_roofline']:.1f}% of the measured-copy roofline "
           f"(warm-up {d['warmup_s']:.0f} s, attention {d['attention_impl']})", flush=True)
     if "sample_ms" in d:
-      print(f"  one step alone at mid-generation fill: model {d['model_step_ms_blockwise']:.2f} ms (blockwise "
-            f"attention) / {d['model_step_ms_dense']:.2f} ms (dense); sampling {d['sample_ms']:.2f} ms", flush=True)
+      steps = ", ".join(f"{k[len('model_step_ms_'):]} {v:.2f} ms" for k, v in d.items() if k.startswith("model_step"))
+      print(f"  one step alone at mid-generation fill: model {steps}; sampling {d['sample_ms']:.2f} ms", flush=True)
   if "train" not in args.skip:
     t = bench_train(args, peak_flops * n_chips if peak_flops else None)
     t["fraction_of_measured_matmul"] = t["model_tflops_per_s"] / (result["measured_matmul_tflops"] * n_chips)

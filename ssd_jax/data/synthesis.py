@@ -139,13 +139,11 @@ class SynthesisConfig:
 
 
 def max_prompt_tokens(cfg: ModelConfig, ecfg: EngineConfig, max_new_tokens: int) -> int:
-  """The longest prompt that leaves room for max_new_tokens: in the model context, and in the engine's cache after
-  its prompt bucket rounding."""
-  fitting = [b for b in ecfg.prompt_buckets if b + max_new_tokens <= ecfg.max_cache_len]
-  limit = min(max(fitting, default=0), cfg.max_position_embeddings - max_new_tokens)
+  """The longest prompt that leaves room for max_new_tokens in the model's context and the engine's sequences."""
+  limit = min(ecfg.max_seq_len, cfg.max_position_embeddings) - max_new_tokens
   if limit <= 0:
-    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt (max_cache_len "
-                     f"{ecfg.max_cache_len}, buckets {ecfg.prompt_buckets}, context {cfg.max_position_embeddings})")
+    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt (engine max_seq_len "
+                     f"{ecfg.max_seq_len}, model context {cfg.max_position_embeddings})")
   return limit
 
 

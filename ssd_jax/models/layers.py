@@ -140,57 +140,6 @@ def causal_attention_by_length(q: jax.Array, k: jax.Array, v: jax.Array, lengths
   return out.astype(q.dtype)
 
 
-DECODE_ATTENTION_IMPLS = ("blockwise", "dense")
-
-
-def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, slot: jax.Array,
-                     block: int = 128, impl: str = "blockwise") -> jax.Array:
-  """Attention of one new token per row over the KV cache.
-
-  q: [B, 1, H, Dh]; k, v: [B, K, T, Dh]; valid: [B, T]; slot: [B] (each row's newest slot).
-  impl "blockwise" visits blocks of `block` slots up to the largest filled slot in the batch with an online
-  softmax, so a step reads what the sequences hold, not what the cache could hold: the right trade where a loop
-  iteration is cheap (CPU, TPU). impl "dense" is one masked pass over the whole cache: on GPUs every iteration of
-  a data-dependent loop costs a device-to-host sync, which over ~36 layers outweighs reading the empty tail.
-  """
-  b, _, h, dh = q.shape
-  kv_heads, t = k.shape[1], k.shape[2]
-  g = h // kv_heads
-  q = q.reshape(b, kv_heads, g, dh)
-  if impl == "dense":
-    ok = valid & (jnp.arange(t, dtype=jnp.int32)[None, :] <= slot[:, None])
-    scores = jnp.einsum("bkgd,bktd->bkgt", q, k, preferred_element_type=jnp.float32) / math.sqrt(dh)
-    probs = jax.nn.softmax(jnp.where(ok[:, None, None, :], scores, _MASKED), axis=-1)
-    out = jnp.einsum("bkgt,bktd->bkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return out.reshape(b, 1, h, dh).astype(q.dtype)
-  if impl != "blockwise":
-    raise ValueError(f"unknown decode attention {impl!r}; expected one of {DECODE_ATTENTION_IMPLS}")
-  if t % block:
-    block = t
-  limit = jnp.max(slot) + 1
-  idx = jnp.arange(block, dtype=jnp.int32)
-
-  def body(carry):
-    i, m, l, acc = carry
-    start = i * block
-    ks = jax.lax.dynamic_slice_in_dim(k, start, block, axis=2)
-    vs = jax.lax.dynamic_slice_in_dim(v, start, block, axis=2)
-    ok = jax.lax.dynamic_slice_in_dim(valid, start, block, axis=1) & (start + idx[None, :] <= slot[:, None])
-    scores = jnp.einsum("bkgd,bktd->bkgt", q, ks, preferred_element_type=jnp.float32) / math.sqrt(dh)
-    scores = jnp.where(ok[:, None, None, :], scores, _MASKED)
-    m_new = jnp.maximum(m, scores.max(-1))
-    p = jnp.exp(scores - m_new[..., None])
-    scale = jnp.exp(m - m_new)
-    acc = acc * scale[..., None] + jnp.einsum("bkgt,bktd->bkgd", p.astype(vs.dtype), vs,
-                                              preferred_element_type=jnp.float32)
-    return i + 1, m_new, l * scale + p.sum(-1), acc
-
-  init = (jnp.zeros((), jnp.int32), jnp.full((b, kv_heads, g), _MASKED, jnp.float32),
-          jnp.zeros((b, kv_heads, g), jnp.float32), jnp.zeros((b, kv_heads, g, dh), jnp.float32))
-  _, _, l, acc = jax.lax.while_loop(lambda c: c[0] * block < limit, body, init)
-  return (acc / l[..., None]).reshape(b, 1, h, dh).astype(q.dtype)
-
-
 def segment_mask(segment_ids: jax.Array) -> jax.Array:
   """[B, S] segment ids (0 = padding) -> [B, S, S] causal, same-segment, non-pad-key mask."""
   s = segment_ids.shape[1]

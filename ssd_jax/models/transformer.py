@@ -14,7 +14,8 @@ Param tree (head-split layouts so that heads shard and einsums read plainly):
 `param_specs(cfg)` describes every leaf once (shape, logical axes, initializer); init, shardings, the
 abstract tree used by checkpoint import and orbax restore all derive from it.
 
-Entry points: `forward` (full sequence: training, scoring) and `prefill` / `decode_step` over a `KVCache`.
+Entry points: `forward` (full sequence: training, scoring) and `extend` (prefill chunks and decode steps over a
+`paged.PagedCache`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from flax import struct
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from ssd_jax.models import layers
+from ssd_jax.models import layers, paged
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import Logical, ShardingRules, constrain
 
@@ -320,114 +321,54 @@ def forward(params: Params, tokens: jax.Array, segment_ids: jax.Array, cfg: Mode
   return logits_from_hidden(params, h, cfg, sharding)
 
 
-# -- KV cache, prefill and decode ------------------------------------------------------------------
-
-CACHE_LOGICAL: Logical = ("batch", "act_kv_heads", "sequence", "head_dim")
+# -- paged KV cache: prefill chunks and decode steps ----------------------------------------------------
 
 
-@struct.dataclass
-class KVCache:
-  """Per-layer keys/values [B, K, T, Dh] plus per-row bookkeeping.
+def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Array, page_table: jax.Array,
+           cache: paged.PagedCache, cfg: ModelConfig, sharding: Sharding = NO_SHARDING, *,
+           attention: str = "reference", fresh: bool = False) -> tuple[jax.Array, paged.PagedCache]:
+  """Runs new tokens through the model against the paged cache: a prefill chunk, or (C = 1) a decode step.
 
-  Each row owns its slots: `valid[b, t]` says slot t holds a real token (pads never do), `length[b]` is
-  the next slot to write and `next_pos[b]` the RoPE position of the next token. Rows advance
-  independently, so a finished row can be refilled with a new prompt without touching the others.
-  """
-
-  k: tuple[jax.Array, ...]
-  v: tuple[jax.Array, ...]
-  valid: jax.Array  # [B, T] bool
-  length: jax.Array  # [B] int32
-  next_pos: jax.Array  # [B] int32
-
-  @property
-  def max_len(self) -> int:
-    return self.valid.shape[1]
-
-
-def cache_shardings(cfg: ModelConfig, batch: int, max_len: int, mesh: Mesh, rules: ShardingRules) -> KVCache:
-  kv = rules.sharding(mesh, CACHE_LOGICAL, (batch, cfg.num_kv_heads, max_len, cfg.head_dim))
-  row2 = rules.sharding(mesh, ("batch", None), (batch, max_len))
-  row = NamedSharding(mesh, jax.sharding.PartitionSpec(row2.spec[0]))
-  return KVCache(k=(kv,) * cfg.num_layers, v=(kv,) * cfg.num_layers, valid=row2, length=row, next_pos=row)
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None, sharding: Sharding = NO_SHARDING
-               ) -> KVCache:
-  """An empty cache; placed on the mesh by the cache rules when one is given."""
-  dtype = dtype or cfg.cdtype
-
-  def make():
-    zeros = jnp.zeros((batch, cfg.num_kv_heads, max_len, cfg.head_dim), dtype)
-    return KVCache(k=(zeros,) * cfg.num_layers, v=(zeros,) * cfg.num_layers,
-                   valid=jnp.zeros((batch, max_len), bool), length=jnp.zeros((batch,), jnp.int32),
-                   next_pos=jnp.zeros((batch,), jnp.int32))
-
-  # Built under jit even without a mesh: each layer gets its own buffer (a Python-level `(zeros,) * L` would
-  # alias them, and the engine donates the cache).
-  if sharding.mesh is None:
-    return jax.jit(make)()
-  return jax.jit(make, out_shardings=cache_shardings(cfg, batch, max_len, sharding.mesh, sharding.rules))()
-
-
-def prefill(params: Params, tokens: jax.Array, valid: jax.Array, cache: KVCache, cfg: ModelConfig,
-            sharding: Sharding = NO_SHARDING) -> tuple[jax.Array, KVCache]:
-  """Runs the prompts through the model and writes their keys/values into slots [0, P) of `cache`.
-
-  tokens [B, P]; valid [B, P] bool marks real tokens (left or right padding, or both). The cache rows
-  are overwritten from slot 0. Returns (logits of each row's last real token [B, V] f32, cache).
+  tokens [B, C]: row b's first length[b] tokens are real (a row with length 0 is padding and writes nothing); they
+  sit at positions start[b] + c. Their keys and values are written into the row's pages (`page_table` [B, pps], page
+  ids local to the row's data shard) and each query attends causally over the row's first start[b] + length[b]
+  cached tokens. `fresh` (static): every row starts at 0, so attention runs over the chunk itself (dense causal)
+  instead of over the pages. `attention` is `paged.attention`'s implementation. Returns (logits of each row's last
+  real token [B, V] f32, cache).
   """
   sh = sharding
-  b, p = tokens.shape
-  seg = valid.astype(jnp.int32)
-  positions = jnp.maximum(jnp.cumsum(seg, axis=1) - 1, 0).astype(jnp.int32)
-  mask = layers.segment_mask(seg)
+  b, c = tokens.shape
+  positions = start[:, None] + jnp.arange(c, dtype=jnp.int32)[None, :]
+  seg = (jnp.arange(c)[None, :] < length[:, None]).astype(jnp.int32)
+  mask = layers.segment_mask(seg) if fresh else None
+  kv_len = start + length
   x = _embed(params, tokens, sh)
-  token_mask = seg.astype(jnp.float32)
-  ks, vs = [], []
-  for i, layer in enumerate(params.layers):
-    x, k, v, _ = _block(layer, x, positions, mask, token_mask, cfg, sh)
-    ks.append(sh.constrain(jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, 0, 0, 0)),
-                           CACHE_LOGICAL))
-    vs.append(sh.constrain(jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, 0, 0, 0)),
-                           CACHE_LOGICAL))
-  idx = jnp.arange(p, dtype=jnp.int32)
-  last = jnp.max(jnp.where(valid, idx[None, :], -1), axis=1)
-  h_last = jnp.take_along_axis(x, jnp.maximum(last, 0)[:, None, None], axis=1)[:, 0]
-  h_last = layers.rms_norm(h_last, params.final_norm, cfg.rms_norm_eps)
-  slot_valid = jnp.zeros_like(cache.valid).at[:, :p].set(valid)
-  new_cache = KVCache(k=tuple(ks), v=tuple(vs), valid=slot_valid, length=(last + 1).astype(jnp.int32),
-                      next_pos=seg.sum(axis=1).astype(jnp.int32))
-  return logits_from_hidden(params, h_last, cfg, sh), new_cache
-
-
-def decode_step(params: Params, tokens: jax.Array, cache: KVCache, cfg: ModelConfig,
-                sharding: Sharding = NO_SHARDING, attention: str = "blockwise") -> tuple[jax.Array, KVCache]:
-  """One token per row: tokens [B] -> (logits [B, V] f32, cache advanced by one slot per row).
-
-  `attention` picks `layers.decode_attention`'s implementation ("blockwise" or "dense"); both give the same values.
-  """
-  sh = sharding
-  b = tokens.shape[0]
-  rows = jnp.arange(b)
-  slot = cache.length
-  positions = cache.next_pos[:, None]
-  valid = cache.valid.at[rows, slot].set(True)
-  x = _embed(params, tokens[:, None], sh)
-  token_mask = jnp.ones((b, 1), jnp.float32)
-  ks, vs = [], []
+  ks, vs, kss, vss = [], [], [], []
   for i, layer in enumerate(params.layers):
     h = layers.rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
     q, k, v = _project_qkv(layer.attn, h, positions, cfg, sh)
-    ck = cache.k[i].at[rows, :, slot].set(k[:, :, 0].astype(cache.k[i].dtype))
-    cv = cache.v[i].at[rows, :, slot].set(v[:, :, 0].astype(cache.v[i].dtype))
-    ck, cv = sh.constrain(ck, CACHE_LOGICAL), sh.constrain(cv, CACHE_LOGICAL)
-    ks.append(ck)
-    vs.append(cv)
-    attn = layers.decode_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), valid, slot, impl=attention)
+    k_new, v_new = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, C, K, Dh]
+    scales = (None, None) if cache.k_scale is None else (cache.k_scale[i], cache.v_scale[i])
+    kp, ksc = paged.write_sharded(cache.k[i], scales[0], k_new, page_table, start, length,
+                                  num_heads=cfg.num_heads, mesh=sh.mesh, rules=sh.rules)
+    vp, vsc = paged.write_sharded(cache.v[i], scales[1], v_new, page_table, start, length,
+                                  num_heads=cfg.num_heads, mesh=sh.mesh, rules=sh.rules)
+    ks.append(kp)
+    vs.append(vp)
+    kss.append(ksc)
+    vss.append(vsc)
+    if fresh:
+      attn = layers.attention(q, k, v, mask)
+    else:
+      attn = paged.attention(q, kp, vp, page_table, start, kv_len, k_scale=ksc, v_scale=vsc, impl=attention,
+                             mesh=sh.mesh, rules=sh.rules)
     x = x + _attn_out(layer.attn, attn, cfg)
-    y, _ = _ffn(layer, x, token_mask, cfg, sh)
-    x = x + y
-  h = layers.rms_norm(x[:, 0], params.final_norm, cfg.rms_norm_eps)
-  new_cache = KVCache(k=tuple(ks), v=tuple(vs), valid=valid, length=slot + 1, next_pos=cache.next_pos + 1)
-  return logits_from_hidden(params, h, cfg, sh), new_cache
+    y, _ = _ffn(layer, x, seg.astype(jnp.float32), cfg, sh)
+    x = sh.constrain(x + y, ("batch", "sequence", "act_embed"))
+  last = jnp.maximum(length - 1, 0)
+  h_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
+  h_last = layers.rms_norm(h_last, params.final_norm, cfg.rms_norm_eps)
+  quantized = cache.k_scale is not None
+  new_cache = paged.PagedCache(k=tuple(ks), v=tuple(vs), k_scale=tuple(kss) if quantized else None,
+                               v_scale=tuple(vss) if quantized else None)
+  return logits_from_hidden(params, h_last, cfg, sh), new_cache

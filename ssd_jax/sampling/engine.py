@@ -1,19 +1,18 @@
-"""The decode engine: prefill, then jitted multi-step decode chunks over a slot-based KV cache.
+"""The decode engine: continuous batching over a paged KV cache, prefill chunks between jitted decode chunks.
 
-Sampling for SSD is offline bulk generation (thousands of prompts, outputs from a few tokens to tens of
-thousands), so the engine is built for throughput:
+Sampling is offline bulk generation (thousands of prompts, answers from a few tokens to 65,536), so the engine is
+built for throughput at long lengths:
 
-- N samples of a prompt share one prefill: the prompt runs once and its cache rows are copied into N slots;
-- decoding runs `chunk_steps` tokens per jitted call (a while_loop that exits early when every slot is done),
-  with no host round trip per token;
-- between chunks, finished slots are harvested and refilled with new sequences (continuous batching), so a
-  long output never holds short ones hostage;
-- prompts are right-padded to length buckets and prefill batches to size buckets, which bounds the number of
-  compilations;
-- sample i of a request draws step t from the key fold_in(sequence_keys(seed, stream_id, i), t), where the
-  request's `stream_id` is its identity (a hash of its prompt or problem id, `stream_id_of`), never its position:
-  a sequence's tokens depend only on (seed, stream id, sample index, its own tokens so far), not on its slot, on
-  refills, on what else is in the call, or on the order, batch size or chunking of the calls;
+- the KV cache is a pool of fixed-size pages (`models/paged.py`) sized from a memory budget, never from
+  max_new_tokens; a sequence holds pages for the tokens it has, taken as it grows and returned when it finishes, so
+  as many sequences run as the memory actually used allows (`scheduler.py` decides, on the host);
+- n samples of a prompt share one prefill and the prompt's pages (each copies the partly filled last page);
+- prompts longer than `prefill_chunk` are prefilled in chunks between decode chunks;
+- decoding runs `chunk_steps` tokens per jitted call (a while_loop that exits early when every slot is done); a
+  step's attention reads the pages the sequences hold, so its cost follows the tokens in the cache;
+- when pages run out, the newest sequence is preempted and later recomputed; since each sample draws from its own
+  stream fold_in(seed, stream id, sample index, step), its tokens are the ones it would have drawn anyway, and no
+  token ever depends on its slot, its batch, the pool size or the order of the requests;
 - sampling parameters are per-row traced arrays: a new temperature never recompiles.
 """
 
@@ -31,14 +30,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ssd_jax.models import transformer
+from ssd_jax.models import paged, transformer
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.sampling.sampler import SamplingParams, sample, sequence_keys, step_keys
+from ssd_jax.sampling.scheduler import PrefillChunk, Scheduler, SchedulerConfig, Seq, SlotFill
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
 STREAM_ID_LIMIT = 2 ** 64  # stream ids are 64-bit: 10^5 prompt ids would collide in 32 bits (birthday bound)
 # How a sample's keys derive from its identity; outputs that record it (synthesis plans) refuse to mix schemes.
 RANDOM_STREAM = "fold_in(key(seed), stream_id >> 32, stream_id & 0xffffffff, sample_index, step)"
+_BLOCK_PAGES = 8  # page-table width is a multiple of this (the kernels' pages per compute block)
+_CPU_POOL_BYTES = 2 << 30  # without device memory statistics (CPU): at most this much KV pool by default
 
 
 def stream_id_of(name: str) -> int:
@@ -53,15 +55,25 @@ def _prompt_stream_id(prompt: Sequence[int]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-  """Static shape decisions of the engine (each distinct value is a compilation)."""
+  """Shapes and memory of the engine (the samples never depend on them).
 
-  batch_size: int = 32  # decode slots
-  max_cache_len: int = 8192  # prompt + generated tokens per slot, at most
+  The KV pool: `kv_pages` pages if set, else `kv_cache_bytes`, else `kv_cache_fraction` of the accelerators' free
+  memory (on CPU, which reports none: room for `batch_size` sequences of `max_seq_len`, at most 2 GiB).
+  """
+
+  batch_size: int = 32  # decode slots, over all data shards
+  max_seq_len: int = 8192  # prompt + generated tokens of one sequence, at most
+  page_size: int = 16
+  kv_pages: int = 0
+  kv_cache_bytes: int = 0
+  kv_cache_fraction: float = 0.85
+  kv_dtype: str = "auto"  # "auto" (the compute dtype) or "int8" (a scale per token and head)
   chunk_steps: int = 32  # decode steps per jitted call
-  prompt_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+  prefill_chunk: int = 512  # prompt tokens per prefill row per iteration
+  prefill_rows: int = 8  # prefill rows per data shard per iteration
   k_max: int = 64  # top-k candidates the sampler considers (larger top_k takes the exact sort-free path)
-  # Decode attention: "blockwise" reads only filled cache blocks (CPU, TPU), "dense" avoids a data-dependent loop
-  # per layer (GPU); "auto" picks by the default backend.
+  # Attention over pages: "reference" (pure JAX), "pallas_gpu" / "pallas_tpu" (jax's decode kernels); "auto" picks
+  # by the default backend.
   decode_attention: str = "auto"
   return_logprobs: bool = False
 
@@ -102,134 +114,112 @@ class Completion:
 
 @struct.dataclass
 class SlotState:
-  """Everything the decode loop carries, one row per slot."""
+  """What the decode loop carries, one row per slot."""
 
-  cache: transformer.KVCache
-  last_token: jax.Array  # [B] int32, the latest sampled token (fed to the next step)
+  last_token: jax.Array  # [B] int32, the latest sampled token (its keys and values are not cached yet)
   num_generated: jax.Array  # [B] int32
   max_new: jax.Array  # [B] int32
   done: jax.Array  # [B] bool; free slots are done
   key: jax.Array  # [B] typed PRNG keys: each sequence's base key (seed, stream id, sample index); steps fold in
   params: SamplingParams
-  out_tokens: jax.Array  # [B, N] int32
-  out_logprobs: jax.Array  # [B, N] float32
+  kv_len: jax.Array  # [B] int32, tokens cached
 
 
 def decode_attention_impl(ecfg: EngineConfig) -> str:
   if ecfg.decode_attention != "auto":
     return ecfg.decode_attention
-  return "dense" if jax.default_backend() == "gpu" else "blockwise"
+  return {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(jax.default_backend(), "reference")
 
 
-def _bucket(n: int, buckets: Sequence[int]) -> int:
-  for b in buckets:
-    if n <= b:
-      return b
-  raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}")
-
-
-def _pow2_at_least(n: int, cap: int) -> int:
+def _pow2(n: int, cap: int) -> int:
   return min(cap, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
-def _record(state: SlotState, rows_active: jax.Array, token: jax.Array, logprob: jax.Array,
-            stop_ids: jax.Array) -> SlotState:
-  """Writes `token` as the next output of every active row and updates done flags."""
-  b = token.shape[0]
-  pos = jnp.minimum(state.num_generated, state.out_tokens.shape[1] - 1)
-  rows = jnp.arange(b)
-  out_tokens = state.out_tokens.at[rows, pos].set(jnp.where(rows_active, token, state.out_tokens[rows, pos]))
-  out_logprobs = state.out_logprobs.at[rows, pos].set(jnp.where(rows_active, logprob, state.out_logprobs[rows, pos]))
-  num = state.num_generated + rows_active.astype(jnp.int32)
-  done = state.done | (rows_active & (jnp.isin(token, stop_ids) | (num >= state.max_new)))
-  return state.replace(last_token=jnp.where(rows_active, token, state.last_token), num_generated=num, done=done,
-                       out_tokens=out_tokens, out_logprobs=out_logprobs)
-
-
-def _draw(logits: jax.Array, state: SlotState, ecfg: "EngineConfig", sharding: transformer.Sharding):
-  """Samples each row's next token from its own stream; logprobs only when asked (an extra pass over V)."""
-  keys = step_keys(state.key, state.num_generated)
-  p = state.params
-  token = sample(keys, logits, p.temperature, p.top_k, p.top_p, p.min_p, k_max=ecfg.k_max, sharding=sharding)
+def _draw(logits, keys, steps, params: SamplingParams, ecfg: EngineConfig, sharding):
+  """Each row's token from its own stream at its step; logprobs only when asked (an extra pass over V)."""
+  token = sample(step_keys(keys, steps), logits, params.temperature, params.top_k, params.top_p, params.min_p,
+                 k_max=ecfg.k_max, sharding=sharding)
   if not ecfg.return_logprobs:
     return token, jnp.zeros(token.shape, jnp.float32)
-  logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=1)[:, 0]
-  return token, logprob
+  return token, jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "slot_len", "sharding"))
-def _prefill(params, prompts, valid, *, cfg: ModelConfig, slot_len: int, sharding: transformer.Sharding):
-  cache = transformer.init_cache(cfg, prompts.shape[0], slot_len, sharding=sharding)
-  return transformer.prefill(params, prompts, valid, cache, cfg, sharding)
+@functools.partial(jax.jit, static_argnames=("cfg", "sharding", "fresh", "impl"), donate_argnames=("cache",))
+def _prefill(params, tokens, start, length, table, cache, *, cfg, sharding, fresh, impl):
+  return transformer.extend(params, tokens, start, length, table, cache, cfg, sharding, attention=impl, fresh=fresh)
 
 
-@functools.partial(jax.jit, static_argnames=("ecfg", "sharding"), donate_argnames=("state",))
-def _insert(state: SlotState, logits, pcache: transformer.KVCache, src, slots, streams, sample_index, max_new,
-            params: SamplingParams, seed, stop_ids, *, ecfg: EngineConfig, sharding: transformer.Sharding):
-  """Copies prefilled rows `src` into `slots` (out-of-range slots are padding and dropped), derives each new
-  sequence's base key from (seed, streams [W, 2] uint32 halves, sample_index [W]) and samples its first token
-  from its prompt's logits."""
-  p_len = pcache.max_len
-
-  def put(big, small):  # big [B, K, T, Dh], small [Bp, K, P, Dh]
-    return big.at[slots, :, :p_len].set(small[src], mode="drop")
-
-  valid = jnp.zeros((slots.shape[0], state.cache.max_len), bool).at[:, :p_len].set(pcache.valid[src])
-  cache = transformer.KVCache(
-      k=tuple(put(b_, s_) for b_, s_ in zip(state.cache.k, pcache.k)),
-      v=tuple(put(b_, s_) for b_, s_ in zip(state.cache.v, pcache.v)),
-      valid=state.cache.valid.at[slots].set(valid, mode="drop"),
-      length=state.cache.length.at[slots].set(pcache.length[src], mode="drop"),
-      next_pos=state.cache.next_pos.at[slots].set(pcache.next_pos[src], mode="drop"))
-  width = slots.shape[0]
-  new = SlotState(cache=cache, last_token=jnp.zeros((width,), jnp.int32), num_generated=jnp.zeros((width,), jnp.int32),
-                  max_new=max_new, done=jnp.zeros((width,), bool), key=sequence_keys(seed, streams, sample_index),
-                  params=params, out_tokens=jnp.zeros((width, state.out_tokens.shape[1]), jnp.int32),
-                  out_logprobs=jnp.zeros((width, state.out_tokens.shape[1]), jnp.float32))
-  token, logprob = _draw(logits[src], new, ecfg, sharding)
-  new = _record(new, jnp.ones((width,), bool), token, logprob, stop_ids)
-
-  def scatter(big, small):
-    return big.at[slots].set(small, mode="drop")
-
-  merged = jax.tree.map(scatter, state.replace(cache=None), new.replace(cache=None))
-  return merged.replace(cache=cache)
+@functools.partial(jax.jit, static_argnames=("ecfg", "sharding"))
+def _first_tokens(logits, rows, streams, sample_index, params: SamplingParams, seed, *, ecfg, sharding):
+  """The first token of each (prompt row, sample): step 0 of the sample's stream."""
+  keys = sequence_keys(seed, streams, sample_index)
+  return _draw(logits[rows], keys, jnp.zeros_like(sample_index), params, ecfg, sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding"), donate_argnames=("state",))
-def _chunk(params, state: SlotState, steps, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
-           sharding: transformer.Sharding):
-  """Up to `steps` decode steps; stops early once every slot is done."""
+def _place(state: SlotState, sharding: transformer.Sharding) -> SlotState:
+  """Slot rows split like the batch, so that every call sees the state placed the same way (one compilation)."""
+  return jax.tree.map(lambda x: sharding.constrain(x, ("batch",)), state)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
+def _insert(state: SlotState, slots, last_token, num_generated, max_new, streams, sample_index, params, kv_len, seed,
+            *, sharding) -> SlotState:
+  """Starts sequences in `slots` (out-of-range entries are padding and dropped)."""
+  new = SlotState(last_token=last_token, num_generated=num_generated, max_new=max_new,
+                  done=jnp.zeros(slots.shape, bool), key=sequence_keys(seed, streams, sample_index), params=params,
+                  kv_len=kv_len)
+  return _place(jax.tree.map(lambda big, small: big.at[slots].set(small, mode="drop"), state, new), sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",), donate_argnames=("state",))
+def _vacate(state: SlotState, slots, *, sharding) -> SlotState:
+  return _place(state.replace(done=state.done.at[slots].set(True, mode="drop")), sharding)
+
+
+@functools.partial(jax.jit, donate_argnames=("cache",))
+def _copy(cache, src, dst):
+  return paged.copy_pages(cache, src, dst)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding"), donate_argnames=("state", "cache"))
+def _decode(params, state: SlotState, table, cache, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
+            sharding: transformer.Sharding):
+  """Up to `chunk_steps` decode steps; stops early once every slot is done. Returns (state, cache, tokens
+  [B, chunk_steps] (-1 where a row did not step), logprobs, steps run)."""
+  b, n = state.done.shape[0], ecfg.chunk_steps
+  impl = decode_attention_impl(ecfg)
 
   def cond(carry):
-    i, s = carry
-    return (i < steps) & ~jnp.all(s.done)
+    i, s, *_ = carry
+    return (i < n) & ~jnp.all(s.done)
 
   def body(carry):
-    i, s = carry
+    i, s, cache, out, out_lp = carry
     active = ~s.done
-    logits, cache = transformer.decode_step(params, s.last_token, s.cache, cfg, sharding,
-                                            attention=decode_attention_impl(ecfg))
-    # Finished rows keep their cache bookkeeping, so they never run past the end of their slot.
-    cache = cache.replace(length=jnp.where(active, cache.length, s.cache.length),
-                          next_pos=jnp.where(active, cache.next_pos, s.cache.next_pos),
-                          valid=jnp.where(active[:, None], cache.valid, s.cache.valid))
-    s = s.replace(cache=cache)
-    token, logprob = _draw(logits, s, ecfg, sharding)
-    return i + 1, _record(s, active, token, logprob, stop_ids)
+    # A done row writes nothing and attends to nothing (start 0, length 0), so it never lengthens the step.
+    logits, cache = transformer.extend(params, s.last_token[:, None], jnp.where(active, s.kv_len, 0),
+                                       active.astype(jnp.int32), table, cache, cfg, sharding, attention=impl)
+    token, logprob = _draw(logits, s.key, s.num_generated, s.params, ecfg, sharding)
+    num = s.num_generated + active.astype(jnp.int32)
+    done = s.done | (active & (jnp.isin(token, stop_ids) | (num >= s.max_new)))
+    out = out.at[:, i].set(jnp.where(active, token, -1))
+    out_lp = out_lp.at[:, i].set(logprob)
+    s = s.replace(last_token=jnp.where(active, token, s.last_token), num_generated=num, done=done,
+                  kv_len=s.kv_len + active.astype(jnp.int32))
+    return i + 1, s, cache, out, out_lp
 
-  steps_run, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
-  return state, steps_run
+  init = (jnp.zeros((), jnp.int32), state, cache, jnp.full((b, n), -1, jnp.int32), jnp.zeros((b, n), jnp.float32))
+  steps, state, cache, out, out_lp = jax.lax.while_loop(cond, body, init)
+  return _place(state, sharding), cache, out, out_lp, steps
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _empty_slots(batch: int, max_new: int) -> SlotState:
-  """Free slots (done, no cache yet); built under jit so that every field is its own buffer (the state is donated)."""
+def _empty_slots(batch: int, sharding: transformer.Sharding) -> SlotState:
+  """Free slots; built under jit so that every field is its own buffer (the state is donated)."""
   zeros = jnp.zeros((batch,), jnp.int32)
-  return SlotState(cache=None, last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((batch,), bool),
-                   key=jax.random.split(jax.random.key(0), batch), params=SamplingParams.full(batch),
-                   out_tokens=jnp.zeros((batch, max_new), jnp.int32),
-                   out_logprobs=jnp.zeros((batch, max_new), jnp.float32))
+  return _place(SlotState(last_token=zeros, num_generated=zeros, max_new=zeros, done=jnp.ones((batch,), bool),
+                          key=jax.random.split(jax.random.key(0), batch), params=SamplingParams.full(batch),
+                          kv_len=zeros), sharding)
 
 
 class Engine:
@@ -244,15 +234,48 @@ class Engine:
     self.sharding = sharding
     self.stop_ids = jnp.asarray(np.asarray(sorted(set(int(s) for s in stop_ids)) or [-1], np.int32))
     self.decode_text = decode_text
-    self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0}
+    self.shards = paged.num_shards(sharding.mesh, sharding.rules)
+    if engine_cfg.batch_size % self.shards:
+      raise ValueError(f"batch_size {engine_cfg.batch_size} must split over the {self.shards} data shards")
+    self.kv_dtype = jnp.dtype(cfg.cdtype).name if engine_cfg.kv_dtype == "auto" else engine_cfg.kv_dtype
+    self.pages_per_shard = self._pool_pages() // self.shards
+    self.table_width = -(-(-(-engine_cfg.max_seq_len // engine_cfg.page_size)) // _BLOCK_PAGES) * _BLOCK_PAGES
+    self._cache: paged.PagedCache | None = None
+    self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0, "preemptions": 0,
+                  "peak_pages": 0, "pool_pages": self.pages_per_shard * self.shards}
+
+  # -- memory ------------------------------------------------------------------------------------
+
+  def _pool_pages(self) -> int:
+    """Pages in the pool over all shards (a multiple of the shard count)."""
+    ecfg = self.ecfg
+    per_page = paged.page_bytes(self.cfg, ecfg.page_size, self.kv_dtype)
+    if ecfg.kv_pages:
+      pages = ecfg.kv_pages
+    elif ecfg.kv_cache_bytes:
+      pages = ecfg.kv_cache_bytes // per_page
+    else:
+      devices = self.sharding.mesh.devices.flat if self.sharding.mesh is not None else jax.local_devices()[:1]
+      stats = [d.memory_stats() for d in devices]
+      if all(s and "bytes_limit" in s for s in stats):
+        free = sum(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+        pages = int(free * ecfg.kv_cache_fraction) // per_page
+      else:
+        dense = ecfg.batch_size * -(-ecfg.max_seq_len // ecfg.page_size)
+        pages = min(dense, _CPU_POOL_BYTES // per_page)
+    return max(pages // self.shards, 1) * self.shards
+
+  def _pool(self) -> paged.PagedCache:
+    if self._cache is None:
+      self._cache = paged.init_cache(self.cfg, self.pages_per_shard * self.shards, self.ecfg.page_size,
+                                     dtype=self.kv_dtype, mesh=self.sharding.mesh, rules=self.sharding.rules)
+    return self._cache
 
   # -- host loop -----------------------------------------------------------------------------------
 
-  def _empty_state(self, max_new: int, cache_len: int) -> SlotState:
-    cache = transformer.init_cache(self.cfg, self.ecfg.batch_size, cache_len, sharding=self.sharding)
-    return _empty_slots(self.ecfg.batch_size, max_new).replace(cache=cache)
-
   def check_fits(self, requests: Sequence[Request]) -> None:
+    """Refuses, before any work, a request that is malformed or whose samples could never fit the pool."""
+    sched = self._scheduler()
     for i, r in enumerate(requests):
       if not len(r.prompt):
         raise ValueError(f"request {i}: empty prompt")
@@ -260,12 +283,13 @@ class Engine:
         raise ValueError(f"request {i}: max_new_tokens and n must be >= 1, got {r.max_new_tokens} and {r.n}")
       if r.stream_id is not None and not 0 <= r.stream_id < STREAM_ID_LIMIT:
         raise ValueError(f"request {i}: stream_id must be in [0, 2**64), got {r.stream_id}")
-      need = _bucket(len(r.prompt), self.ecfg.prompt_buckets) + r.max_new_tokens
-      if need > self.ecfg.max_cache_len:
-        raise ValueError(
-            f"request {i}: prompt of {len(r.prompt)} tokens (bucket {need - r.max_new_tokens}) + max_new_tokens "
-            f"{r.max_new_tokens} = {need} exceeds the KV cache ({self.ecfg.max_cache_len} slots per sequence); "
-            f"raise EngineConfig.max_cache_len or shorten the prompt")
+      sched.check(i, len(r.prompt), r.max_new_tokens)
+
+  def _scheduler(self) -> Scheduler:
+    e = self.ecfg
+    return Scheduler(SchedulerConfig(shards=self.shards, slots=e.batch_size // self.shards, pages=self.pages_per_shard,
+                                     page_size=e.page_size, max_seq_len=e.max_seq_len, prefill_chunk=e.prefill_chunk,
+                                     prefill_rows=e.prefill_rows))
 
   def generate(self, requests: Sequence[Request], seed: int = 0, progress: Callable[[int, int], None] | None = None
                ) -> list[list[Completion]]:
@@ -277,93 +301,182 @@ class Engine:
     self.check_fits(requests)
     if not 0 <= seed < 2 ** 32:
       raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    ecfg = self.ecfg
-    b = ecfg.batch_size
-    max_new = max(r.max_new_tokens for r in requests)
-    sequences = [(ri, si) for ri, r in enumerate(requests) for si in range(r.n)]
-    results: list[list[Completion | None]] = [[None] * r.n for r in requests]
-    seed_arr = jnp.asarray(seed, jnp.uint32)
-    streams = [_prompt_stream_id(r.prompt) if r.stream_id is None else r.stream_id for r in requests]
-    stop_set = set(np.asarray(self.stop_ids).tolist())
-    # The cache is sized for this call's longest sequence: decode attends over every slot of the cache.
-    need = max(_bucket(len(r.prompt), ecfg.prompt_buckets) + r.max_new_tokens for r in requests)
-    state = self._empty_state(max_new, min(ecfg.max_cache_len, -(-need // 128) * 128))
-    slot_seq: list[int | None] = [None] * b
-    pending = list(range(len(sequences)))[::-1]  # a stack: pop() takes the next sequence
-    finished = 0
     t0 = time.time()
-    while pending or any(s is not None for s in slot_seq):
-      free = [i for i, s in enumerate(slot_seq) if s is None]
-      if free and pending:
-        take = [pending.pop() for _ in range(min(len(free), len(pending)))]
-        state = self._fill(state, [sequences[t] for t in take], free[:len(take)], requests, streams, seed_arr)
-        for slot, t in zip(free, take):
-          slot_seq[slot] = t
-      state, steps_run = _chunk(self.params, state, jnp.asarray(ecfg.chunk_steps, jnp.int32), self.stop_ids,
-                                cfg=self.cfg, ecfg=ecfg, sharding=self.sharding)
-      self.stats["decode_chunks"] += 1
-      self.stats["decode_steps"] += int(steps_run)
-      done, num = jax.device_get((state.done, state.num_generated))
-      newly = [i for i, s in enumerate(slot_seq) if s is not None and done[i]]
-      if newly:
-        tokens, logprobs = jax.device_get((state.out_tokens, state.out_logprobs))
-        for slot in newly:
-          ri, si = sequences[slot_seq[slot]]
-          n = int(num[slot])
-          toks = tokens[slot, :n].tolist()
-          stop = n > 0 and toks[-1] in stop_set
-          completion = Completion(ri, si, toks, FINISH_STOP if stop else FINISH_LENGTH,
-                                  logprobs[slot, :n].tolist() if ecfg.return_logprobs else None)
-          if self.decode_text is not None:
-            completion.text = self.decode_text(toks[:-1] if stop else toks)
-          results[ri][si] = completion
-          slot_seq[slot] = None
-          finished += 1
-        if progress is not None:
-          progress(finished, len(sequences))
+    sched = self._scheduler()
+    for i, r in enumerate(requests):
+      sched.add(i, len(r.prompt), r.n, r.max_new_tokens)
+    streams = [_prompt_stream_id(r.prompt) if r.stream_id is None else r.stream_id for r in requests]
+    run = _Run(self, requests, streams, jnp.asarray(seed, jnp.uint32), sched)
+    total = sum(r.n for r in requests)
+    finished = 0
+    while sched.busy:
+      progressed = run.prefill(sched.next_prefill())
+      progressed |= run.fill(sched.fill_slots(self.ecfg.chunk_steps))
+      run.vacate(sched.reserve(self.ecfg.chunk_steps))
+      self.stats["peak_pages"] = max(self.stats["peak_pages"], sched.in_use())
+      if sched.running():
+        run.decode(sched)
+      elif not progressed:
+        raise RuntimeError(f"engine stalled: {len(sched.waiting)} waiting, {sum(map(len, sched.ready))} ready, "
+                           f"pages free per shard {[p.free_count for p in sched.pools]}")
+      done = sum(s.finished for s in sched.sequences)
+      if progress is not None and done != finished:
+        progress(done, total)
+      finished = done
+    if sched.in_use():
+      raise RuntimeError(f"{sched.in_use()} pages still held after generate")
+    self.stats["preemptions"] += sched.preemptions
     self.stats["wall_s"] = time.time() - t0
-    return [[c for c in row] for row in results]
+    return run.completions()
 
-  def _fill(self, state: SlotState, seqs: Sequence[tuple[int, int]], slots: Sequence[int],
-            requests: Sequence[Request], streams: Sequence[int], seed_arr: jax.Array) -> SlotState:
-    """Prefills the distinct prompts among `seqs` ((request, sample) pairs) once and inserts their sequences into
-    `slots`; `streams` holds each request's stream id."""
-    ecfg = self.ecfg
-    prompt_rows: dict[int, int] = {}
-    for ri, _ in seqs:
-      prompt_rows.setdefault(ri, len(prompt_rows))
-    uniq = list(prompt_rows)
-    p_len = _bucket(max(len(requests[ri].prompt) for ri in uniq), ecfg.prompt_buckets)
-    pb = _pow2_at_least(len(uniq), ecfg.batch_size)
-    prompts = np.zeros((pb, p_len), np.int32)
-    valid = np.zeros((pb, p_len), bool)
-    for row, ri in enumerate(uniq):
-      p = requests[ri].prompt
-      prompts[row, :len(p)] = p
-      valid[row, :len(p)] = True
-    valid[len(uniq):, 0] = True  # padding rows get one token so their softmax stays well defined
-    logits, pcache = _prefill(self.params, jnp.asarray(prompts), jnp.asarray(valid), cfg=self.cfg, slot_len=p_len,
-                              sharding=self.sharding)
-    self.stats["prefill_calls"] += 1
-    self.stats["prefill_rows"] += len(uniq)
-    width = ecfg.batch_size  # fixed insert width: one compilation per prefill shape
-    src = np.zeros(width, np.int32)
-    slot_idx = np.full(width, ecfg.batch_size, np.int32)  # out of range = dropped
-    halves = np.zeros((width, 2), np.uint32)  # (hi, lo) of each sequence's 64-bit stream id
-    sample_index = np.zeros(width, np.int32)
-    max_new = np.ones(width, np.int32)
-    temp, top_k, top_p, min_p = (np.ones(width, np.float32), np.zeros(width, np.int32), np.ones(width, np.float32),
-                                 np.zeros(width, np.float32))
-    for j, ((ri, si), slot) in enumerate(zip(seqs, slots)):
-      r = requests[ri]
-      src[j], slot_idx[j], sample_index[j], max_new[j] = prompt_rows[ri], slot, si, r.max_new_tokens
-      halves[j] = streams[ri] >> 32, streams[ri] & 0xFFFFFFFF
-      temp[j], top_k[j], top_p[j], min_p[j] = r.temperature, r.top_k, r.top_p, r.min_p
-    params = SamplingParams(temperature=jnp.asarray(temp), top_k=jnp.asarray(top_k), top_p=jnp.asarray(top_p),
-                            min_p=jnp.asarray(min_p))
-    return _insert(state, logits, pcache, jnp.asarray(src), jnp.asarray(slot_idx), jnp.asarray(halves),
-                   jnp.asarray(sample_index), jnp.asarray(max_new), params, seed_arr, self.stop_ids, ecfg=ecfg,
-                   sharding=self.sharding)
+
+class _Run:
+  """One `generate` call's device state and the host bookkeeping around it."""
+
+  def __init__(self, engine: Engine, requests: Sequence[Request], streams: list[int], seed, sched: Scheduler):
+    self.e, self.requests, self.streams, self.seed, self.sched = engine, requests, streams, seed, sched
+    state = _empty_slots(engine.ecfg.batch_size, engine.sharding)
+    # Committed like the outputs of the calls that follow (an uncommitted first state would compile twice).
+    mesh = engine.sharding.mesh
+    self.state = state if mesh is not None and mesh.size > 1 else jax.device_put(
+        state, mesh.devices.flat[0] if mesh is not None else jax.devices()[0])
+    self.table = np.zeros((engine.ecfg.batch_size, engine.table_width), np.int32)
+    self.logprobs: dict[tuple[int, int], list[float]] = {}
+    self.stop_set = set(np.asarray(engine.stop_ids).tolist())
+
+  def _halves(self, request: int) -> tuple[int, int]:
+    sid = self.streams[request]
+    return sid >> 32, sid & 0xFFFFFFFF
+
+  def _row(self, pages: Sequence[int]) -> list[int]:
+    return list(pages) + [0] * (self.e.table_width - len(pages))
+
+  def _params(self, requests: Sequence[int], width: int) -> SamplingParams:
+    rows = [self.requests[i] for i in requests] + [self.requests[requests[0]]] * (width - len(requests))
+    return SamplingParams(temperature=jnp.asarray([r.temperature for r in rows], jnp.float32),
+                          top_k=jnp.asarray([r.top_k for r in rows], jnp.int32),
+                          top_p=jnp.asarray([r.top_p for r in rows], jnp.float32),
+                          min_p=jnp.asarray([r.min_p for r in rows], jnp.float32))
+
+  def _tokens_of(self, chunk: PrefillChunk) -> list[int]:
+    seq = chunk.recompute
+    tokens = list(self.requests[chunk.request].prompt)
+    if seq is not None:
+      tokens += seq.generated[:-1]
+    return tokens[chunk.start:chunk.start + chunk.length]
+
+  def prefill(self, chunks: list[PrefillChunk]) -> bool:
+    """Runs the prefill chunks in one call (rows grouped by shard); draws the first tokens of finished prompts."""
+    if not chunks:
+      return False
+    e = self.e
+    by_shard = [[c for c in chunks if c.shard == s] for s in range(e.shards)]
+    rows_per = _pow2(max(map(len, by_shard)), e.ecfg.prefill_rows)
+    width = max(16, _pow2(max(c.length for c in chunks), e.ecfg.prefill_chunk))
+    n_rows = rows_per * e.shards
+    tokens = np.zeros((n_rows, width), np.int32)
+    start, length = np.zeros(n_rows, np.int32), np.zeros(n_rows, np.int32)
+    table = np.zeros((n_rows, e.table_width), np.int32)
+    row_of = {}
+    for s, group in enumerate(by_shard):
+      for j, c in enumerate(group):
+        r = s * rows_per + j
+        row_of[id(c)] = r
+        toks = self._tokens_of(c)
+        tokens[r, :len(toks)] = toks
+        start[r], length[r], table[r] = c.start, c.length, self._row(c.pages)
+    fresh = all(c.start == 0 for c in chunks)
+    logits, e._cache = _prefill(e.params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(length),
+                                jnp.asarray(table), e._pool(), cfg=e.cfg, sharding=e.sharding, fresh=fresh,
+                                impl=decode_attention_impl(e.ecfg))
+    e.stats["prefill_calls"] += 1
+    e.stats["prefill_rows"] += len(chunks)
+    finals = [c for c in chunks if c.last and c.recompute is None]
+    if finals:
+      pairs = [(c, seq) for c in finals for seq in c.samples]
+      w = _pow2(len(pairs), 1 << 30)
+      rows = np.zeros(w, np.int32)
+      halves = np.zeros((w, 2), np.uint32)
+      index = np.zeros(w, np.int32)
+      for k, (c, seq) in enumerate(pairs):
+        rows[k], halves[k], index[k] = row_of[id(c)], self._halves(c.request), seq.sample
+      tok, lp = jax.device_get(_first_tokens(logits, jnp.asarray(rows), jnp.asarray(halves), jnp.asarray(index),
+                                             self._params([c.request for c, _ in pairs], w), self.seed,
+                                             ecfg=e.ecfg, sharding=e.sharding))
+      k = 0
+      for c in finals:
+        n = len(c.samples)
+        for seq, logprob in zip(c.samples, lp[k:k + n]):
+          self.logprobs[(seq.request, seq.sample)] = [float(logprob)]
+        self.sched.prefilled(c, tok[k:k + n].tolist())
+        k += n
+    for c in chunks:
+      if c not in finals:
+        self.sched.prefilled(c)
+    return True
+
+  def fill(self, fills: list[SlotFill]) -> bool:
+    """Starts sequences in their slots, after copying any partly filled prompt page they now own."""
+    if not fills:
+      return False
+    e = self.e
+    w = _pow2(len(fills), e.ecfg.batch_size)
+    copies = [(f.seq.shard, f.copy) for f in fills if f.copy is not None]
+    if copies:
+      cw = _pow2(len(copies), e.ecfg.batch_size)
+      src, dst = np.zeros(cw, np.int32), np.full(cw, e.pages_per_shard * e.shards, np.int32)
+      for k, (shard, (a, b)) in enumerate(copies):
+        base = shard * e.pages_per_shard  # global ids: the pool's page axis is split shard by shard
+        src[k], dst[k] = base + a, base + b
+      e._cache = _copy(e._pool(), jnp.asarray(src), jnp.asarray(dst))
+    slots = np.full(w, e.ecfg.batch_size, np.int32)
+    last, num, max_new, kv_len, index = (np.zeros(w, np.int32) for _ in range(5))
+    halves = np.zeros((w, 2), np.uint32)
+    for k, f in enumerate(fills):
+      seq = f.seq
+      slots[k], last[k], num[k] = f.slot, seq.generated[-1], len(seq.generated)
+      max_new[k], kv_len[k], index[k] = seq.max_new, seq.kv_len, seq.sample
+      halves[k] = self._halves(seq.request)
+      self.table[f.slot] = self._row(seq.pages)
+    self.state = _insert(self.state, jnp.asarray(slots), jnp.asarray(last), jnp.asarray(num), jnp.asarray(max_new),
+                         jnp.asarray(halves), jnp.asarray(index), self._params([f.seq.request for f in fills], w),
+                         jnp.asarray(kv_len), self.seed, sharding=e.sharding)
+    return True
+
+  def vacate(self, preempted: list[tuple[Seq, int]]) -> None:
+    if preempted:
+      slots = np.full(_pow2(len(preempted), self.e.ecfg.batch_size), self.e.ecfg.batch_size, np.int32)
+      slots[:len(preempted)] = [slot for _, slot in preempted]
+      self.state = _vacate(self.state, jnp.asarray(slots), sharding=self.e.sharding)
+
+  def decode(self, sched: Scheduler) -> None:
+    e = self.e
+    running = sched.running()
+    for seq in running:
+      self.table[seq.slot] = self._row(seq.pages)
+    self.state, e._cache, out, out_lp, steps = _decode(e.params, self.state, jnp.asarray(self.table), e._pool(),
+                                                       e.stop_ids, cfg=e.cfg, ecfg=e.ecfg, sharding=e.sharding)
+    e.stats["decode_chunks"] += 1
+    e.stats["decode_steps"] += int(steps)
+    out, out_lp, done = jax.device_get((out, out_lp, self.state.done))
+    for seq in running:
+      row = out[seq.slot]
+      k = int((row >= 0).sum())
+      if e.ecfg.return_logprobs:
+        self.logprobs[(seq.request, seq.sample)] += out_lp[seq.slot, :k].tolist()
+      sched.advance(seq, row[:k].tolist(), bool(done[seq.slot]))
+
+  def completions(self) -> list[list[Completion]]:
+    out: list[list[Completion | None]] = [[None] * r.n for r in self.requests]
+    for seq in self.sched.sequences:
+      toks = seq.generated
+      stop = bool(toks) and toks[-1] in self.stop_set
+      c = Completion(seq.request, seq.sample, toks, FINISH_STOP if stop else FINISH_LENGTH,
+                     self.logprobs.get((seq.request, seq.sample)) if self.e.ecfg.return_logprobs else None)
+      if self.e.decode_text is not None:
+        c.text = self.e.decode_text(toks[:-1] if stop else toks)
+      out[seq.request][seq.sample] = c
+    return [[c for c in row] for row in out]
 
 
 def generate(params, cfg: ModelConfig, requests: Sequence[Request], stop_ids: Sequence[int], *, seed: int = 0,
@@ -371,5 +484,3 @@ def generate(params, cfg: ModelConfig, requests: Sequence[Request], stop_ids: Se
              decode_text: Callable[[list[int]], str] | None = None) -> list[list[Completion]]:
   """One-shot convenience wrapper around `Engine`."""
   return Engine(params, cfg, stop_ids, engine_cfg, sharding, decode_text).generate(requests, seed=seed)
-
-
