@@ -38,22 +38,26 @@ SSD_T, SSD_T_GRID = 0.7, (0.7, 0.5, 0.6, 0.9, 1.1, 1.3)
 # Saved activations with full remat: the f32 residual stream, 48 x 65,536 x 2048 x 4 B = 26 GB per 65,536-token row.
 # MoE layer: tokens are all-gathered over the expert axis and the local-expert pass materialises every (token,
 # expert) assignment: 8 assignments x 2048 x 4 B = 64 KiB per token in f32 for the output alone.
-# KV cache (bf16): 2 x 48 x 4 x 128 x 2 B = 96 KiB/token -> 6.8 GB per slot of max_cache_len 69,632.
+# KV cache (bf16): 2 x 48 x 4 x 128 x 2 B = 96 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
+# weights leave; a sequence holds pages for the tokens it has (sampling/engine.py). `python -m
+# ssd_jax.bench.kv_capacity` replays the engine's scheduler on answers of mean 13k tokens (cap 65,536):
+# 8 x H100 440 GB -> 298 sequences at once (dense 69,632-token slots: 64); a v5p host 219 GB ->
+# 145 (32). engine_batch (slots) is set above those means: the pool, not the slots, decides.
 SHAPES = {
     # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.
     # Global mesh fsdp 8 x expert 4 (the paper used EP 8 on 8 GPUs; a host has 4 chips and sampling runs per host).
-    # Sampling and evaluation per host, expert 4: experts 116 GB f32 / 4 + 6 GB replicated = 35 GB per chip; KV rows
-    # are split over expert: (95 - 35 - ~10) GB / 6.8 GB = 7 slots per chip -> 24 per host. Training: 32 rows over
+    # Sampling and evaluation per host, expert 4: experts 116 GB f32 / 4 + 6 GB replicated = 35 GB per chip; KV pages
+    # split over expert (each expert shard is a data shard of the engine) and fill the rest. Training: 32 rows over
     # fsdp 8 x expert 4 = 1 row per chip, no accumulation: 16 B x 30.5e9 / 32 = 15 GB (+2 GB replicated attention)
     # state + the host's base copy 35 GB + 26 GB residuals = 78 GB before the MoE buffers of 4 gathered rows
     # (4 x 65,536 tokens x 64 KiB = 17 GB forward): 65,536 does not fit even with a fused attention; see seq_len below.
-    "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 4, "tensor": 1}, "engine_batch": 24, "grad_accum": 1},
+    "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 4, "tensor": 1}, "engine_batch": 160, "grad_accum": 1},
     # One node of 8 x H100 80 GB, one process: expert 8, the paper's EP 8. Sampling and evaluation fit: experts
-    # 116 GB / 8 + 6 GB = 20 GB per GPU, (76 - 20 - ~6) GB / 6.8 GB = 7 slots per GPU -> 48. SFT does NOT fit one node:
+    # 116 GB / 8 + 6 GB = 20 GB per GPU, KV pages fill the rest. SFT does NOT fit one node:
     # the f32 state is 732 GB of 640 GB (the paper trained on 8 x B200, 1.5 TB). Train on 4 nodes (sbatch --nodes=4;
     # fsdp -1 becomes 4) with --config.train.grad_accum_steps=1 (32 rows, 1 per GPU): 16 B x 30.5e9 / 32 = 15 GB state
     # + the node's base copy 20 GB + 26 GB residuals per 65,536-token row (or 3 GB at seq_len 8,192).
-    "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 8, "tensor": 1}, "engine_batch": 48, "grad_accum": 4},
+    "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 8, "tensor": 1}, "engine_batch": 256, "grad_accum": 4},
 }
 
 

@@ -30,19 +30,23 @@ SSD_T, SSD_T_GRID = 1.1, (1.1, 0.5, 0.7, 0.9, 1.3)
 # each host's chips).
 # Saved activations with full remat: the f32 residual stream, 36 x 65,536 x 2560 x 4 B = 24 GB per 65,536-token row,
 # on every chip of its tensor group.
-# KV cache (bf16): 2 x 36 x 8 x 128 x 2 B = 144 KiB/token -> 10.3 GB per slot of max_cache_len 69,632.
+# KV cache (bf16): 2 x 36 x 8 x 128 x 2 B = 144 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
+# weights leave; a sequence holds pages for the tokens it has (sampling/engine.py). `python -m
+# ssd_jax.bench.kv_capacity` replays the engine's scheduler on answers of mean 13k tokens (cap 65,536):
+# 8 x H100 530 GB -> 232 sequences at once (dense 69,632-token slots: 51); a v5p host 309 GB ->
+# 139 (30). engine_batch (slots) is set above those means: the pool, not the slots, decides.
 SHAPES = {
     # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.
     # Global mesh fsdp 8 x tensor 4. Sampling and evaluation run per host on its 4 chips as tensor 4 (no weight
-    # all-gathers per decode step): weights 16 GB f32 / 4 = 4 GB per chip, ~80 GB per chip left for KV ->
-    # 320 GB / 10.3 GB = 31 slots; 24 leaves room for prefill. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row
+    # all-gathers per decode step): weights 16 GB f32 / 4 = 4 GB per chip, the rest holds KV
+    # pages. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row
     # per chip per microbatch: 80 GB / 32 + 16 GB / 4 = 6.5 GB state + 24 GB residuals + one layer's recompute.
-    "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 4}, "engine_batch": 24, "grad_accum": 4},
+    "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 4}, "engine_batch": 160, "grad_accum": 4},
     # One node of 8 x H100 80 GB, one process. Tensor 8 (8 kv heads, one per GPU) for decode: weights 2 GB per GPU,
-    # ~68 GB per GPU for KV -> 544 GB / 10.3 GB = 52 slots -> 48. Training: tensor 8 leaves no batch axis, so 32
+    # the rest holds KV pages. Training: tensor 8 leaves no batch axis, so 32
     # microbatches of 1 row: 96 GB / 8 = 12 GB state + 24 GB residuals. fsdp -1 = 1 here, N on N nodes (SLURM;
     # then pass --config.train.grad_accum_steps=32/N, since each process splits its 32/N rows into microbatches).
-    "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 8}, "engine_batch": 48, "grad_accum": 32},
+    "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 8}, "engine_batch": 256, "grad_accum": 32},
 }
 
 

@@ -141,6 +141,22 @@ def test_a_pool_that_forces_preemption_gives_the_tokens_of_an_ample_one(model):
   assert [[c.tokens for c in r] for r in got] == [[c.tokens for c in r] for r in want]
 
 
+def test_prompts_prefilled_in_chunks_equal_one_chunk(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [37, 5, 22], seed=7)
+  requests = [Request(p, n=2, max_new_tokens=6, temperature=1.0, top_k=20) for p in prompts]
+  whole = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "prefill_chunk": 64}))
+  chunked = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "prefill_chunk": 8,
+                                                                       "prefill_rows": 1}))
+  want = whole.generate(requests, seed=2)
+  got = chunked.generate(requests, seed=2)
+  assert whole.stats["prefill_rows"] == 3
+  assert chunked.stats["prefill_rows"] == 5 + 1 + 3  # 37 tokens in chunks of 8, then 5, then 22
+  assert [[c.tokens for c in r] for r in got] == [[c.tokens for c in r] for r in want]
+  greedy = chunked.generate([Request(prompts[0], max_new_tokens=5, temperature=0.0)])
+  assert greedy[0][0].tokens == _greedy_reference(params, cfg, prompts[0], 5)
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_matches_transformers_for_64_tokens():
   import os

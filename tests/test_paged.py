@@ -85,6 +85,35 @@ def test_pallas_decode_kernels_in_interpret_mode_equal_the_reference(backend):
   assert np.abs(got - want).max() <= 1e-5
 
 
+def test_ragged_tpu_wrapper_with_the_kernels_reference_equals_ours(monkeypatch):
+  """Prefill chunks on TPU go through jax's ragged paged-attention kernel, which does not run in interpret mode
+  (checked): the wrapper (layout gather, packing of the rows' queries, unpacking) runs here with the kernel swapped
+  for the reference function jax ships beside it."""
+  from jax.experimental.pallas.ops.tpu.ragged_paged_attention import kernel as ragged
+  calls = []
+
+  def shipped_reference(q, kv, kv_lens, page_indices, cu_q_lens, num_seqs, *, sm_scale):
+    calls.append(q.shape)
+    return ragged.ref_ragged_paged_attention(q, kv, kv_lens, page_indices, cu_q_lens, num_seqs, sm_scale=sm_scale)
+
+  monkeypatch.setattr(ragged, "ragged_paged_attention", shipped_reference)
+  rng = np.random.default_rng(2)
+  page, pps, k_heads, h, dh, c = 4, 6, 2, 8, 16, 5
+  # Full chunks, a partial chunk, a chunk ending on a page boundary, a first chunk, and an empty (padding) row.
+  kv_len = np.array([7, 8, 24, 5, 13, 0], np.int32)
+  length = np.array([5, 3, 5, 5, 1, 0], np.int32)
+  k, v, k_pages, v_pages, table = _scatter(rng, kv_len, k_heads, page, pps, 64, dh)
+  q = rng.standard_normal((len(kv_len), c, h, dh)).astype(np.float32)
+  start = (kv_len - length).astype(np.int32)
+  args = (jnp.asarray(q), k_pages, v_pages, table, jnp.asarray(start), jnp.asarray(kv_len))
+  got = np.asarray(paged.attention(*args, impl="pallas_tpu"))
+  want = np.asarray(paged.attention(*args))
+  assert calls == [(len(kv_len) * c, h, dh)]
+  valid = np.arange(c)[None, :] < length[:, None]
+  assert np.abs(got[valid] - want[valid]).max() <= 1e-5
+  assert np.all(got[~valid] == 0)
+
+
 def test_write_places_tokens_and_drops_padding():
   page, pps = 4, 3
   pool = jnp.zeros((1, 8, page, 2))

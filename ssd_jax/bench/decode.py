@@ -11,12 +11,14 @@ The same workload runs a second time through an engine configured for --long-max
 (`max_seq_len` = prompt + 16,384: the page tables, and what a dense cache would allocate and attend over per
 slot), the answers still capped at --new-tokens by each request's `max_new_tokens`. Its tokens/s over the first
 run is `long_max_new_tokens_ratio` (target >= 0.9: a step's cost follows the tokens in the cache, not the
-maximum). The last line is one JSON object.
+maximum). Then the logit error of int8 KV pages (`kv_int8_*`): a greedy continuation decoded again, teacher-forced,
+over full-precision and over int8 pages. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -58,6 +60,51 @@ def run_ours(model, prompts: list[list[int]], new_tokens: int, batch: int, max_n
   return {"tokens": generated, "wall_s": wall, "tokens_per_s": generated / wall, "warmup_s": compile_s,
           "max_seq_len": max_seq_len, "pool_pages": engine.stats["pool_pages"],
           "peak_pages": engine.stats["peak_pages"]}
+
+
+def kv_int8_logit_error(model, prompts: list[list[int]], steps: int) -> dict:
+  """The logit error of int8 KV pages: the same tokens (a greedy continuation from full-precision pages) decoded,
+  teacher-forced, over full-precision and over int8 pages; max and mean |logit difference| over the decode steps
+  and how often the two argmaxes agree."""
+  import jax
+  import jax.numpy as jnp
+
+  from ssd_jax.models import paged, transformer
+  from ssd_jax.sampling.engine import Engine, EngineConfig, Request
+
+  width = min(map(len, prompts))  # one width: longer prompts lose tokens from the middle of the user turn
+  same = [p if len(p) == width else p[:width - 16] + p[-16:] for p in prompts]
+  cfg = model.cfg
+  ecfg = EngineConfig(batch_size=len(same), max_seq_len=width + steps, chunk_steps=steps)
+  out = Engine(model.params, cfg, stop_ids=[], engine_cfg=ecfg).generate(
+      [Request(p, max_new_tokens=steps, temperature=0.0) for p in same])
+  tokens = jnp.asarray([p + row[0].tokens for p, row in zip(same, out)], jnp.int32)  # [B, width + steps]
+
+  @functools.partial(jax.jit, static_argnames=("kv_dtype_is_int8",))
+  def logits_over(params, tokens, kv_dtype_is_int8):
+    b = tokens.shape[0]
+    page = 16
+    pps = -(-tokens.shape[1] // page)
+    table = jnp.arange(b * pps, dtype=jnp.int32).reshape(b, pps)
+    cache = paged.init_cache(cfg, b * pps, page, dtype="int8" if kv_dtype_is_int8 else jnp.dtype(cfg.cdtype).name)
+    _, cache = transformer.extend(params, tokens[:, :width], jnp.zeros((b,), jnp.int32),
+                                  jnp.full((b,), width, jnp.int32), table, cache, cfg, fresh=True)
+
+    def step(cache, i):
+      logits, cache = transformer.extend(params, jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1),
+                                         jnp.full((b,), i, jnp.int32), jnp.ones((b,), jnp.int32), table, cache, cfg)
+      return cache, logits
+
+    _, logits = jax.lax.scan(step, cache, jnp.arange(width, width + steps - 1))
+    return logits  # [steps - 1, B, V]: the logits of generated tokens 1 .. steps - 1
+
+  full = logits_over(model.params, tokens, kv_dtype_is_int8=False)
+  int8 = logits_over(model.params, tokens, kv_dtype_is_int8=True)
+  diff = jnp.abs(full - int8)
+  return {"kv_int8_max_logit_err": float(diff.max()), "kv_int8_mean_logit_err": float(diff.mean()),
+          "kv_int8_logit_std": float(full.std()),
+          "kv_int8_argmax_agreement": float((full.argmax(-1) == int8.argmax(-1)).mean()),
+          "kv_int8_steps": int(diff.shape[0] * diff.shape[1])}
 
 
 def run_transformers(path: str, prompts: list[list[int]], new_tokens: int, batch: int) -> dict:
@@ -106,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
   ours = run_ours(model, prompts, args.new_tokens, args.batch, args.new_tokens)
   long = run_ours(model, prompts, args.new_tokens, args.batch, args.long_max_new)
   theirs = run_transformers(path, prompts, args.new_tokens, args.batch)
+  int8 = kv_int8_logit_error(model, prompts, min(args.new_tokens, 128))
   ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
   long_ratio = long["tokens_per_s"] / ours["tokens_per_s"]
   print(f"SmolLM2-135M f32, batch {args.batch}, prompt ~{mean_prompt:.0f} tokens, {args.new_tokens} new tokens, "
@@ -115,13 +163,16 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"speedup {ratio:.2f}x (target >= 3x)")
   print(f"configured for {args.long_max_new} new tokens: {long['tokens_per_s']:8.1f} tokens/s = {long_ratio:.2f}x "
         f"(target >= 0.9x)")
+  print(f"int8 KV pages: max |logit error| {int8['kv_int8_max_logit_err']:.3f}, mean "
+        f"{int8['kv_int8_mean_logit_err']:.4f} (logit std {int8['kv_int8_logit_std']:.2f}), argmax agreement "
+        f"{int8['kv_int8_argmax_agreement']:.3f} over {int8['kv_int8_steps']} teacher-forced decode steps")
   result = {"bench": "decode", "batch": args.batch, "new_tokens": args.new_tokens, "mean_prompt_tokens": mean_prompt,
             "ours_tokens_per_s": ours["tokens_per_s"], "transformers_tokens_per_s": theirs["tokens_per_s"],
             "speedup_vs_transformers": ratio, "target_speedup": 3.0, "target_met": ratio >= 3.0,
             "long_max_new_tokens": args.long_max_new, "long_tokens_per_s": long["tokens_per_s"],
             "long_max_new_tokens_ratio": long_ratio, "long_target_met": long_ratio >= 0.9,
             "ours_warmup_s": ours["warmup_s"], "peak_pages": ours["peak_pages"], "pool_pages": ours["pool_pages"],
-            "device": str(__import__("jax").devices()[0].platform)}
+            **int8, "device": str(__import__("jax").devices()[0].platform)}
   print(json.dumps(result))
   return result
 

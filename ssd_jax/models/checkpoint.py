@@ -56,7 +56,7 @@ def restore_params(path: str, *, mesh: Mesh | None = None, rules: ShardingRules 
   cfg = load_config(path, **config_overrides)
   target = abstract_params(cfg, mesh, rules or (ShardingRules() if mesh is not None else None))
   if mesh is None:
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(os.path.abspath(path), PARAMS_DIR), target)

@@ -215,7 +215,7 @@ def load_hf(path: str, *, mesh: Mesh | None = None, rules: ShardingRules | None 
   for m in maps:  # every shape is checked before a single tensor is read
     for name in m.hf_names:
       reader.check(name, m.hf_shape, m.leaf)
-  single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   order = sorted(range(len(maps)), key=lambda i: (reader.tensors[maps[i].hf_names[0]][0], i))
   out: list[jax.Array | None] = [None] * len(maps)
   for i in order:

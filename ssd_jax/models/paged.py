@@ -11,7 +11,10 @@ page crosses devices) and KV heads over "tensor"; writes and attention run under
   what the sequences hold, not what they could hold); any query length (prefill chunks and decode); what CPU runs
   and what the tests trust;
 - "pallas_gpu" / "pallas_tpu": jax's own decode kernels (`jax.experimental.pallas.ops.gpu.paged_attention`,
-  `...ops.tpu.paged_attention`) for one query token per sequence; longer queries fall back to "reference".
+  `...ops.tpu.paged_attention`) for one query token per sequence. Longer queries (prefill chunks) on TPU go through
+  `...ops.tpu.ragged_paged_attention` (mixed prefill and decode; it does not run in interpret mode, so CPU tests
+  check the wrapper against the kernel's shipped reference function); on GPU, and int8 pools on TPU, through
+  "reference".
 An int8 pool (`PagedCache.k_scale`/`v_scale`, one float32 scale per token and head) dequantizes on read.
 """
 
@@ -92,8 +95,8 @@ def init_cache(cfg: ModelConfig, num_pages: int, page_size: int, *, dtype: str, 
 
   # Under jit, so that every layer gets its own buffer (the engine donates the cache); committed to its device like
   # the outputs of the calls that update it, so the first call compiles the same program as the others.
-  if not data and not tensor:
-    return jax.device_put(jax.jit(make)(), mesh.devices.flat[0] if mesh is not None else jax.devices()[0])
+  if mesh is None:
+    return jax.device_put(jax.jit(make)(), jax.local_devices()[0])
   pages = NamedSharding(mesh, P(_axes(tensor), _axes(data), None, None))
   scales = NamedSharding(mesh, P(_axes(tensor), _axes(data), None))
   n = cfg.num_layers
@@ -187,10 +190,36 @@ def _pallas_decode(q, k_pages, v_pages, k_scale, v_scale, page_table, kv_len, ba
   return out[:, None].astype(q.dtype)
 
 
+def _pallas_ragged(q, k_pages, v_pages, page_table, start, kv_len):
+  """Queries of any length per row (prefill chunks) through jax's TPU ragged paged-attention kernel.
+
+  That kernel reads one pool with each head's keys and values interleaved ([pages, page, 2K, Dh]); ours keeps them
+  apart in the decode kernels' layout, so the rows' pages are gathered into its layout first: one extra read of
+  what the rows' tables name (the engine trims prefill tables to the pages the chunk reaches), small next to a
+  prefill chunk's compute. Row b's queries are positions start[b] .. kv_len[b] - 1; rows are packed back to back.
+  """
+  from jax.experimental.pallas.ops.tpu.ragged_paged_attention import kernel as ragged
+  b, c, h, dh = q.shape
+  k_heads, _, page, _ = k_pages.shape
+  pps = page_table.shape[1]
+  kv = jnp.stack([k_pages[:, page_table], v_pages[:, page_table]], axis=1)  # [K, 2, B, pps, page, Dh]
+  kv = kv.transpose(2, 3, 4, 0, 1, 5).reshape(b * pps, page, 2 * k_heads, dh)  # head 2k: keys, 2k + 1: values
+  q_len = kv_len - start
+  cu = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(q_len, dtype=jnp.int32)])
+  flat = cu[:b, None] + jnp.arange(c, dtype=jnp.int32)[None, :]  # [B, C] packed index of each query
+  valid = jnp.arange(c)[None, :] < q_len[:, None]
+  packed = jnp.zeros((b * c, h, dh), q.dtype).at[jnp.where(valid, flat, b * c)].set(q, mode="drop")
+  out = ragged.ragged_paged_attention(packed, kv, kv_len, jnp.arange(b * pps, dtype=jnp.int32).reshape(b, pps), cu,
+                                      jnp.full((1,), b, jnp.int32), sm_scale=1.0 / math.sqrt(dh))
+  return jnp.where(valid[..., None, None], out[jnp.clip(flat, 0, b * c - 1)], 0).astype(q.dtype)
+
+
 def _local(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, *, impl: str, block_pages: int,
            interpret: bool):
   if impl != "reference" and q.shape[1] == 1:
     return _pallas_decode(q, k_pages, v_pages, k_scale, v_scale, page_table, kv_len, impl, interpret)
+  if impl == "pallas_tpu" and k_scale is None:  # its int8 takes one scale per pool, not one per token
+    return _pallas_ragged(q, k_pages, v_pages, page_table, start, kv_len)
   return _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, block_pages)
 
 

@@ -283,7 +283,7 @@ class Engine:
         raise ValueError(f"request {i}: max_new_tokens and n must be >= 1, got {r.max_new_tokens} and {r.n}")
       if r.stream_id is not None and not 0 <= r.stream_id < STREAM_ID_LIMIT:
         raise ValueError(f"request {i}: stream_id must be in [0, 2**64), got {r.stream_id}")
-      sched.check(i, len(r.prompt), r.max_new_tokens)
+      sched.check(i, len(r.prompt), r.max_new_tokens, r.n)
 
   def _scheduler(self) -> Scheduler:
     e = self.ecfg
@@ -339,7 +339,7 @@ class _Run:
     # Committed like the outputs of the calls that follow (an uncommitted first state would compile twice).
     mesh = engine.sharding.mesh
     self.state = state if mesh is not None and mesh.size > 1 else jax.device_put(
-        state, mesh.devices.flat[0] if mesh is not None else jax.devices()[0])
+        state, mesh.devices.flat[0] if mesh is not None else jax.local_devices()[0])
     self.table = np.zeros((engine.ecfg.batch_size, engine.table_width), np.int32)
     self.logprobs: dict[tuple[int, int], list[float]] = {}
     self.stop_set = set(np.asarray(engine.stop_ids).tolist())
@@ -374,9 +374,12 @@ class _Run:
     rows_per = _pow2(max(map(len, by_shard)), e.ecfg.prefill_rows)
     width = max(16, _pow2(max(c.length for c in chunks), e.ecfg.prefill_chunk))
     n_rows = rows_per * e.shards
+    # The table covers the pages the chunks reach (in power-of-two blocks), not the longest sequence there could be.
+    reach = -(-max(c.start + c.length for c in chunks) // e.ecfg.page_size)
+    pages = min(e.table_width, _BLOCK_PAGES * _pow2(-(-reach // _BLOCK_PAGES), 1 << 30))
     tokens = np.zeros((n_rows, width), np.int32)
     start, length = np.zeros(n_rows, np.int32), np.zeros(n_rows, np.int32)
-    table = np.zeros((n_rows, e.table_width), np.int32)
+    table = np.zeros((n_rows, pages), np.int32)
     row_of = {}
     for s, group in enumerate(by_shard):
       for j, c in enumerate(group):
@@ -384,7 +387,7 @@ class _Run:
         row_of[id(c)] = r
         toks = self._tokens_of(c)
         tokens[r, :len(toks)] = toks
-        start[r], length[r], table[r] = c.start, c.length, self._row(c.pages)
+        start[r], length[r], table[r] = c.start, c.length, self._row(c.pages)[:pages]
     fresh = all(c.start == 0 for c in chunks)
     logits, e._cache = _prefill(e.params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(length),
                                 jnp.asarray(table), e._pool(), cfg=e.cfg, sharding=e.sharding, fresh=fresh,

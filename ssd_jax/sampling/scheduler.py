@@ -170,18 +170,20 @@ class Scheduler:
   def pages_for(self, tokens: int) -> int:
     return -(-tokens // self.cfg.page_size)
 
-  def check(self, request: int, prompt_len: int, max_new: int) -> None:
-    """Refuses a request whose sequence could never fit, naming its size and the pool's."""
+  def check(self, request: int, prompt_len: int, max_new: int, n: int = 1) -> None:
+    """Refuses a request whose sequence could never fit, naming its size and the pool's. With n > 1 samples and a
+    partly filled last prompt page, a sample also needs its own copy of that page while another holds it."""
     need = prompt_len + max_new
-    if need > self.cfg.max_seq_len or self.pages_for(need) > self.cfg.pages:
+    pages = self.pages_for(need) + (n > 1 and prompt_len % self.cfg.page_size != 0)
+    if need > self.cfg.max_seq_len or pages > self.cfg.pages:
       raise ValueError(
           f"request {request}: prompt of {prompt_len} tokens + max_new_tokens {max_new} = {need} tokens "
-          f"({self.pages_for(need)} pages of {self.cfg.page_size}) cannot fit: the KV pool holds {self.cfg.pages} "
+          f"({pages} pages of {self.cfg.page_size}) cannot fit: the KV pool holds {self.cfg.pages} "
           f"pages ({self.cfg.pages * self.cfg.page_size} tokens) per shard and a sequence at most max_seq_len "
           f"{self.cfg.max_seq_len} tokens; give the engine more KV memory or a longer max_seq_len, or shorten it")
 
   def add(self, request: int, prompt_len: int, n: int, max_new: int) -> None:
-    self.check(request, prompt_len, max_new)
+    self.check(request, prompt_len, max_new, n)
     self.waiting.append((request, prompt_len, n, max_new))
 
   @property
@@ -211,8 +213,9 @@ class Scheduler:
       for shard in order:
         if self._free_slots(shard) <= self._promised(shard):
           continue
+        # A recompute keeps the same room: taking it away would preempt the earlier sequences it waits behind.
         growing = sum(s is not None for s in self.slots[shard]) + self._promised(shard)
-        reserve = 0 if isinstance(item, Seq) else min(self.pages_for(self.cfg.headroom) * growing, self.cfg.pages // 2)
+        reserve = min(self.pages_for(self.cfg.headroom) * growing, self.cfg.pages // 2)
         if self.pools[shard].free_count - self.pages_for(length) < reserve:
           continue
         pages = self.pools[shard].alloc(self.pages_for(length))
@@ -281,7 +284,9 @@ class Scheduler:
         shared_partial = seq.kv_len % self.cfg.page_size and pool.refs[seq.pages[-1]] > 1
         growth = self.pages_for(min(seq.kv_len + steps, seq.prompt_len + seq.max_new - 1)) - len(seq.pages)
         if pool.free_count < max(growth, 0) + bool(shared_partial):
-          break
+          if not self._requeue_ready(shard):
+            break
+          continue
         if shared_partial:
           own = pool.alloc(1)
           if own is None:
@@ -295,6 +300,22 @@ class Scheduler:
         seq.slot = shard * self.cfg.slots + local
         fills.append(SlotFill(seq, seq.slot, copy))
     return fills
+
+  def _requeue_ready(self, shard: int) -> bool:
+    """When nothing runs on `shard` and its first ready sequence cannot get its pages, the pool is held by ready
+    sequences that cannot grow: the latest-arrived other one gives its pages back and waits to be recomputed, like
+    a preempted sequence. Returns whether one did."""
+    ready = self.ready[shard]
+    if any(s is not None for s in self.slots[shard]) or len(ready) < 2:
+      return False
+    victim = max(list(ready)[1:], key=lambda s: (s.request, s.sample))
+    ready.remove(victim)
+    self.pools[shard].release(victim.pages)
+    victim.pages = []
+    victim.preemptions += 1
+    self.preemptions += 1
+    self.waiting.appendleft(victim)
+    return True
 
   def reserve(self, steps: int) -> list[tuple[Seq, int]]:
     """Pages for every running sequence's next `steps` tokens; returns (sequence, slot it left) for each sequence
@@ -349,10 +370,6 @@ class Scheduler:
     seq.generated += [int(t) for t in tokens]
     if done:
       self._finish(seq)
-
-  def page_table_row(self, seq: Seq) -> list[int]:
-    width = self.pages_for(self.cfg.max_seq_len)
-    return seq.pages + [0] * (width - len(seq.pages))
 
   def in_use(self) -> int:
     """Pages held right now, over all shards."""
