@@ -39,8 +39,8 @@ SSD_T, SSD_T_GRID = 0.9, (0.9, 0.5, 0.7, 1.1, 1.3)
 # KV cache (bf16): 2 x 48 x 4 x 128 x 2 B = 96 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
 # weights leave; a sequence holds pages for the tokens it has (sampling/engine.py). `python -m
 # ssd_jax.bench.kv_capacity` replays the engine's scheduler on answers of mean 13k tokens (cap 65,536):
-# 8 x H100 440 GB -> 298 sequences at once (dense 69,632-token slots: 64); a v5p host 219 GB ->
-# 145 (32). engine_batch (slots) is set above those means: the pool, not the slots, decides.
+# 8 x H100 440 GB -> 306 sequences at once (dense 69,632-token slots: 64); a v5p host 219 GB ->
+# 147 (32). engine_batch (slots) is set above those means: the pool, not the slots, decides.
 SHAPES = {
     # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.
     # Global mesh fsdp 8 x expert 4 (the paper used EP 8 on 8 GPUs; a host has 4 chips and sampling runs per host).

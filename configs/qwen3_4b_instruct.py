@@ -33,7 +33,7 @@ SSD_T, SSD_T_GRID = 1.1, (1.1, 0.5, 0.7, 0.9, 1.3)
 # KV cache (bf16): 2 x 36 x 8 x 128 x 2 B = 144 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
 # weights leave; a sequence holds pages for the tokens it has (sampling/engine.py). `python -m
 # ssd_jax.bench.kv_capacity` replays the engine's scheduler on answers of mean 13k tokens (cap 65,536):
-# 8 x H100 530 GB -> 232 sequences at once (dense 69,632-token slots: 51); a v5p host 309 GB ->
+# 8 x H100 530 GB -> 239 sequences at once (dense 69,632-token slots: 51); a v5p host 309 GB ->
 # 139 (30). engine_batch (slots) is set above those means: the pool, not the slots, decides.
 SHAPES = {
     # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.

@@ -1,6 +1,9 @@
 """CPU smoke run of the accelerator benchmark at toy size: both phases run and the JSON line is complete."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -25,3 +28,16 @@ def test_qwen3_4b_shape_has_4b_params():
   total, matmul = device.param_counts(device.model_config("qwen3-4b", "bfloat16"))
   assert total == 4_022_468_096  # Qwen3-4B's published parameter count (tied embeddings)
   assert matmul == total - 196_096  # all but the norm scales: 36 * (2 * 2560 + 2 * 128) + 2560
+
+
+@pytest.mark.slow
+def test_device_decode_script_smoke(tmp_path):
+  """launch/device_decode.sh (issue 14's device measurements) runs its steps at toy sizes and leaves one JSON file
+  per model."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(["bash", os.path.join(root, "launch", "device_decode.sh")], capture_output=True, text=True,
+                        env={**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "PY": sys.executable}, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for size in ("toy", "toy-moe"):
+    result = json.loads((tmp_path / f"device_decode_{size}.json").read_text())
+    assert result["decode"]["tokens"] == 8 * 8 and result["size"] == size

@@ -11,9 +11,9 @@ loads them, float32; KV in bfloat16).
   of concurrent sequences is the pool over that;
 - paged: the engine's own `Scheduler` and `PagePool` are replayed on a stream of requests whose prompt and answer
   lengths come from the distribution (prefill in chunks, slots filled, pages reserved chunk by chunk, the newest
-  sequence preempted and recomputed when a pool runs dry, pages returned at the end; the tokens preemptions make it
-  recompute are counted against the tokens generated); concurrency is the mean
-  number of running sequences in the steady state: the decode chunks during which requests are still waiting, after
+  latest-arrived sequence preempted and recomputed when a pool runs dry, pages returned at the end; the tokens
+  recompute chunks prefill again, prompts included, are `recomputed_fraction` of the tokens generated: prefill
+  work, far cheaper per token than decode); concurrency is the mean number of running sequences in the steady state: the decode chunks during which requests are still waiting, after
   the first tenth of the stream has finished (ramp-up and drain excluded).
 
 The default distribution has a 65,536-token cap and a mean answer of at least 12,000 tokens: answer lengths are
@@ -93,9 +93,11 @@ def replay(lengths: list[tuple[int, int]], pages: int, page_size: int, slots: in
   steady, finished, recomputed = [], 0, 0
   while sched.busy:
     for chunk in sched.next_prefill():
+      if chunk.recompute is not None:  # a preempted sequence's prompt and tokens, prefilled again
+        recomputed += chunk.length
       sched.prefilled(chunk, [0] * len(chunk.samples) if chunk.last and chunk.recompute is None else None)
     sched.fill_slots(chunk_steps)
-    recomputed += sum(seq.kv_len for seq, _ in sched.reserve(chunk_steps))
+    sched.reserve(chunk_steps)
     running = sched.running()
     if sched.waiting and finished >= len(lengths) // 10:
       steady.append(len(running))
