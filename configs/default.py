@@ -51,17 +51,21 @@ def get_config() -> config_dict.ConfigDict:
   config.data.on_bad_row = "skip"  # skip (counted, with ids) | error
   config.data.seed = 0  # synthetic problems only
 
-  # SSD sampling of the frozen model: T_train and truncation (Table 3), one sample per prompt.
+  # SSD sampling of the frozen model: T_train and truncation (Table 3), one sample per prompt. temperature, top_k,
+  # top_p, min_p and max_new_tokens are the sampling operator (sampling.sampler.SamplingConfig), applied as vLLM
+  # does: min-p, then top-k with ties kept, then top-p inside the survivors.
   config.sample = config_dict.ConfigDict()
   config.sample.temperature = 1.6
   config.sample.top_k = 20
   config.sample.top_p = 0.8
-  config.sample.n_per_prompt = 1
+  config.sample.min_p = 0.0  # not used by the paper (0 = off)
   config.sample.max_new_tokens = 65536  # the released generator's max_tokens; the paper says 128K context
+  config.sample.n_per_prompt = 1
   config.sample.seed = 0
   config.sample.shard_size = 256
   config.sample.prompt_style = "ssd"  # the released generator's wording; "lcb" = LiveCodeBench's generic
   config.sample.system_message = ""
+  config.sample.chat_template_kwargs = config_dict.ConfigDict()  # passed to the chat template, e.g. enable_thinking
   config.sample.degeneracy = config_dict.ConfigDict()  # "minimal degeneracy filter" (empty, single-line stubs)
   config.sample.degeneracy.min_lines = 2
   config.sample.degeneracy.stub_max_chars = config_dict.placeholder(int)
@@ -126,6 +130,7 @@ def get_config() -> config_dict.ConfigDict:
   config.eval.max_new_tokens = 65536
   config.eval.prompt_style = "lcb"
   config.eval.system_message = ""
+  config.eval.chat_template_kwargs = config_dict.ConfigDict()
   config.eval.seed = 0
   # lcb_compat: LiveCodeBench's own grading, quirks included (mocked stdin, captured stdout, its guard; the
   # paper's numbers) | real_io: LCB's rewriting and comparator with a real stdin/stdout per test | plain: as written
@@ -136,8 +141,9 @@ def get_config() -> config_dict.ConfigDict:
   # accepts a weaker level ("unshare": root, no bwrap; "bwrap-nouid": no root). The level is in every result.
   config.eval.isolation = "auto"  # auto | bwrap | unshare
   config.eval.allow_weak_isolation = False
-  config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8})
-  config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8})
+  # Each model's decoding: the T_eval sweep and the rest of its SamplingConfig (max_new_tokens is eval.max_new_tokens).
+  config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8, "min_p": 0.0})
+  config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8, "min_p": 0.0})
 
   # Fig. 6 diagnostics (base vs SSD on the kept SSD samples, at the SSD eval truncation) in the analyze stage.
   config.analysis = config_dict.ConfigDict()

@@ -54,15 +54,20 @@ def check_config(config: config_dict.ConfigDict) -> None:
   for name in EVAL_MODELS:
     need(len(config.eval[name].temperatures) > 0 and all(t >= 0 for t in config.eval[name].temperatures),
          f"eval.{name}.temperatures", "a non-empty tuple of temperatures >= 0")
-    need(0 < config.eval[name].top_p <= 1, f"eval.{name}.top_p", "a value in (0, 1]")
   need(config.eval.benchmark in ("humaneval", "lcb", "synthetic"), "eval.benchmark",
        "'humaneval', 'lcb' or 'synthetic'")
   need(config.eval.benchmark != "lcb" or bool(config.eval.path), "eval.path",
        "a directory of LiveCodeBench code_generation_lite shards when eval.benchmark is 'lcb'")
   need(config.eval.isolation in ("auto", "bwrap", "unshare"), "eval.isolation", "'auto', 'bwrap' or 'unshare'")
   need(config.eval.mode in ("lcb_compat", "real_io", "plain"), "eval.mode", "'lcb_compat', 'real_io' or 'plain'")
-  need(config.sample.temperature >= 0, "sample.temperature", "a temperature >= 0")
-  need(0 < config.sample.top_p <= 1, "sample.top_p", "a value in (0, 1]")
+  try:  # the settings the stages will build, built now: a bad or unknown field is refused before any work
+    synthesis_config(config)
+    for name in EVAL_MODELS:
+      eval_sampling(config, name)
+  except ValueError as e:
+    raise ConfigValueError(str(e)) from e
+  need(not config.analysis.diagnostics or config.eval.ssd.min_p == 0, "eval.ssd.min_p",
+       "0 while config.analysis.diagnostics is on (the Fig. 6 diagnostics apply top-k and top-p only)")
   need(config.distributed.barrier_timeout_s > 0, "distributed.barrier_timeout_s", "a number of seconds > 0")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
   need(config.train.attention in ("auto", "xla", "cudnn"), "train.attention", "'auto', 'xla' or 'cudnn'")
@@ -217,18 +222,12 @@ class Pipeline:
   # -- stages --------------------------------------------------------------------------------------------------
 
   def synthesize(self) -> dict:
-    from ssd_jax.data.synthesis import DegeneracyRule, SynthesisConfig, synthesize
-    from ssd_jax.sampling.engine import EngineConfig
+    from ssd_jax.data.synthesis import synthesize
 
-    s = self.config.sample
-    scfg = SynthesisConfig(
-        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, n_per_prompt=s.n_per_prompt,
-        max_new_tokens=s.max_new_tokens, seed=s.seed, shard_size=s.shard_size, prompt_style=s.prompt_style,
-        system_message=s.system_message or None, degeneracy=DegeneracyRule(**s.degeneracy.to_dict()),
-        on_bad_row=self.config.data.on_bad_row, engine=EngineConfig(**s.engine.to_dict()))
+    scfg = synthesis_config(self.config)
     records, reports = self.prompt_records()
     model = self.base()
-    bar = _progress(total=-(-len(records) // s.shard_size), desc="synthesize", unit="shard")
+    bar = _progress(total=-(-len(records) // scfg.shard_size), desc="synthesize", unit="shard")
     t0 = time.time()
     manifest = synthesize(model, records, self.paths.samples, scfg, sharding=self.local_sharding,
                           source_reports=reports, after_shard=lambda k, path: bar.update(1))
@@ -304,9 +303,9 @@ class Pipeline:
 
   def evaluate(self) -> dict:
     from ssd_jax import coordination
-    from ssd_jax.eval.evaluate import EvalSettings, SamplingSettings, evaluate_sweep
+    from ssd_jax.eval.evaluate import EvalSettings, evaluate_sweep
     from ssd_jax.eval.sandbox import Sandbox
-    from ssd_jax.sampling.engine import Engine, EngineConfig
+    from ssd_jax.sampling.engine import Engine
 
     ev = self.config.eval
     problems = self.eval_problems()
@@ -317,12 +316,9 @@ class Pipeline:
     try:
       for name in ev.models:
         # The paper decodes base models with their recommended settings (Table 4) and SSD models with Table 3's.
-        decoding = ev[name]
-        sampling = SamplingSettings(n=ev.n, top_k=decoding.top_k, top_p=decoding.top_p,
-                                    max_new_tokens=ev.max_new_tokens, prompt_style=ev.prompt_style,
-                                    system_message=ev.system_message or None, seed=ev.seed)
+        sampling = eval_sampling(self.config, name)
         cfg, params = (base.cfg, base.params) if name == "base" else self.tuned_model()
-        engine = Engine(params, cfg, base.tokenizer.stop_ids, EngineConfig(**self.config.sample.engine.to_dict()),
+        engine = Engine(params, cfg, base.tokenizer.stop_ids, synthesis_config(self.config).engine,
                         self.local_sharding)
         t0 = time.time()
         bars = {}
@@ -338,7 +334,7 @@ class Pipeline:
             bar = bars[phase] = _progress(total=total, desc=f"evaluate {name}: {phase}", unit=unit)
           bar.update(done - bar.n)
 
-        out[name] = evaluate_sweep(engine, base.tokenizer, problems, sandbox, tuple(decoding.temperatures),
+        out[name] = evaluate_sweep(engine, base.tokenizer, problems, sandbox, tuple(ev[name].temperatures),
                                    sampling=sampling, settings=settings, out_dir=os.path.join(self.paths.eval, name),
                                    tag=name, log=log.info, process_index=coordination.process_index(),
                                    process_count=coordination.process_count(), progress=progress)
@@ -384,9 +380,10 @@ class Pipeline:
       t0 = time.time()
       base = self.base()
       sequences, prompt_lens = self.diagnostic_sequences()
+      ssd_decoding = eval_sampling(self.config, "ssd").sampling
       table = run_diagnostics({"base": (base.cfg, base.params), "ssd": self.tuned_model()}, sequences, prompt_lens,
                               os.path.join(self.paths.workdir, "analysis"), temperatures=tuple(a.temperatures),
-                              top_k=self.config.eval.ssd.top_k, top_p=self.config.eval.ssd.top_p,
+                              top_k=ssd_decoding.top_k, top_p=ssd_decoding.top_p,
                               max_positions=a.max_positions)
       log.info("analyze: Fig. 6 diagnostics over %d positions -> %s [%.0fs]",
                table["models"]["base"]["positions"], os.path.dirname(table["json"]), time.time() - t0)
@@ -394,6 +391,27 @@ class Pipeline:
     log.info("analyze: report -> %s", os.path.join(self.paths.workdir, "report.md"))
     self.results["analyze"] = {"report": os.path.join(self.paths.workdir, "report.md")}
     return summary
+
+
+def synthesis_config(config: config_dict.ConfigDict):
+  """`config.sample` (and data.on_bad_row) as the synthesis settings; a key nothing reads is refused."""
+  from ssd_jax.data.synthesis import SynthesisConfig
+
+  return SynthesisConfig.from_config(config.sample.to_dict(), on_bad_row=config.data.on_bad_row)
+
+
+def eval_sampling(config: config_dict.ConfigDict, model: str):
+  """How `model` ("base" or "ssd") is sampled for evaluation: its decoding subtree (the T_eval sweep aside) with
+  eval.max_new_tokens as the SamplingConfig, and eval's n, seed and prompt settings."""
+  from ssd_jax.eval.evaluate import EvalSampling
+  from ssd_jax.sampling.sampler import SamplingConfig
+
+  ev = config.eval
+  decoding = {k: v for k, v in ev[model].to_dict().items() if k != "temperatures"}
+  operator = SamplingConfig.from_config({**decoding, "max_new_tokens": ev.max_new_tokens}, f"eval.{model}")
+  return EvalSampling(sampling=operator, n=ev.n, seed=ev.seed, prompt_style=ev.prompt_style,
+                      system_message=ev.system_message or None,
+                      chat_template_kwargs=ev.chat_template_kwargs.to_dict())
 
 
 def sandbox_config(config: config_dict.ConfigDict):

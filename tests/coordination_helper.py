@@ -53,7 +53,8 @@ def meet(sleep_s: float, timeout_s: float) -> int:
 
 def evaluate(out_dir: str, tokenizer_path: str, judge_delay_s: float) -> int:
   """A two-temperature evaluation of this process's share; the exit status."""
-  from ssd_jax.eval.evaluate import SamplingSettings, evaluate_sweep
+  from ssd_jax.eval.evaluate import EvalSampling, evaluate_sweep
+  from ssd_jax.sampling.sampler import SamplingConfig
   from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
   from ssd_jax.eval.synthetic import synthetic_problems
   from ssd_jax.sampling.engine import Engine
@@ -62,7 +63,7 @@ def evaluate(out_dir: str, tokenizer_path: str, judge_delay_s: float) -> int:
   with open(tokenizer_path, "rb") as f:
     model = tiny_model(f.read())
   engine = Engine(model.params, model.cfg, model.tokenizer.stop_ids, ENGINE)
-  sampling = SamplingSettings(n=1, max_new_tokens=16, prompt_style="lcb")
+  sampling = EvalSampling(SamplingConfig(max_new_tokens=16), n=1, prompt_style="lcb")
   with Sandbox(SandboxConfig(workers=1)) as sandbox:
     result = evaluate_sweep(engine, model.tokenizer, synthetic_problems(4), sandbox, (0.7, 1.0), sampling=sampling,
                             out_dir=out_dir, tag="tiny", log=lambda s: None, process_index=coordination.process_index(),

@@ -23,6 +23,7 @@ from ssd_jax.models.loader import LoadedModel  # noqa: E402
 from ssd_jax.models.tokenizer import CHATML_TEMPLATE, Tokenizer, train_sentencepiece  # noqa: E402
 from ssd_jax.models.transformer import init_params  # noqa: E402
 from ssd_jax.sampling.engine import EngineConfig  # noqa: E402
+from ssd_jax.sampling.sampler import SamplingConfig  # noqa: E402
 
 TRAINING_TEXT = """def solve():
     n = int(input())
@@ -42,7 +43,7 @@ system user assistant
 """
 
 ENGINE = EngineConfig(batch_size=4, max_seq_len=640, chunk_steps=8, page_size=8, prefill_chunk=256)
-CONFIG = SynthesisConfig(temperature=1.0, top_k=20, top_p=0.95, max_new_tokens=24, seed=7, shard_size=2,
+CONFIG = SynthesisConfig(SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, max_new_tokens=24), seed=7, shard_size=2,
                          degeneracy=DegeneracyRule(min_lines=2), engine=ENGINE)
 
 

@@ -9,6 +9,7 @@ from ssd_jax.models import hf, transformer
 from ssd_jax.models.sharding import ShardingRules, make_mesh
 from ssd_jax.sampling import engine as engine_lib
 from ssd_jax.sampling.engine import Engine, EngineConfig, Request
+from ssd_jax.sampling.sampler import SamplingConfig
 
 _forward = jax.jit(transformer.forward, static_argnames=("cfg",))
 
@@ -42,7 +43,7 @@ def test_greedy_equals_argmax_of_full_forward(model):
   cfg, params = model
   prompts = _prompts(cfg, [5, 11, 3])
   out = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG).generate(
-      [Request(p, max_new_tokens=9, temperature=0.0) for p in prompts])
+      [Request(p, sampling=SamplingConfig(max_new_tokens=9, temperature=0.0)) for p in prompts])
   for prompt, (completion,) in zip(prompts, out):
     assert completion.tokens == _greedy_reference(params, cfg, prompt, 9)
     assert completion.finish_reason == "length"
@@ -54,7 +55,7 @@ def test_stop_token_mid_batch(model):
   refs = [_greedy_reference(params, cfg, p, 12) for p in prompts]
   stop = refs[0][3]  # row 0 stops at its 4th token (or earlier if the token appears before)
   out = Engine(params, cfg, stop_ids=[stop], engine_cfg=ECFG).generate(
-      [Request(p, max_new_tokens=12, temperature=0.0) for p in prompts])
+      [Request(p, sampling=SamplingConfig(max_new_tokens=12, temperature=0.0)) for p in prompts])
   for ref, (completion,) in zip(refs, out):
     if stop in ref:
       expected = ref[:ref.index(stop) + 1]
@@ -69,7 +70,8 @@ def test_stop_token_mid_batch(model):
 def test_n_samples_share_one_prefill(model):
   cfg, params = model
   engine = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG)
-  (samples,) = engine.generate([Request(_prompts(cfg, [7])[0], n=4, max_new_tokens=6, temperature=1.0)], seed=3)
+  sampling = SamplingConfig(temperature=1.0, max_new_tokens=6)
+  (samples,) = engine.generate([Request(_prompts(cfg, [7])[0], n=4, sampling=sampling)], seed=3)
   assert engine.stats["prefill_calls"] == 1 and engine.stats["prefill_rows"] == 1
   assert [c.sample_index for c in samples] == [0, 1, 2, 3]
   assert len({tuple(c.tokens) for c in samples}) > 1  # distinct random streams
@@ -80,7 +82,7 @@ def test_n_samples_share_one_prefill(model):
 def test_refilled_rows_equal_a_run_without_refill(model):
   cfg, params = model
   prompts = _prompts(cfg, [4, 9, 13, 6, 2], seed=2)
-  requests = [Request(p, n=2, max_new_tokens=3 + 4 * i, temperature=0.9, top_k=20, top_p=0.9)
+  requests = [Request(p, n=2, sampling=SamplingConfig(max_new_tokens=3 + 4 * i, temperature=0.9, top_k=20, top_p=0.9))
               for i, p in enumerate(prompts)]
   small = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG.__class__(**{**ECFG.__dict__, "batch_size": 2}))
   big = Engine(params, cfg, stop_ids=[], engine_cfg=ECFG.__class__(**{**ECFG.__dict__, "batch_size": 16}))
@@ -98,7 +100,7 @@ def test_decode_compiles_once_across_sampling_parameters(model):
   prompt = _prompts(cfg, [5])[0]
   before = engine_lib._decode._cache_size(), engine_lib._insert._cache_size()
   for t, k, p in [(0.0, 0, 1.0), (0.7, 20, 0.8), (1.6, 5, 0.95), (1.0, 0, 0.5), (0.3, 50, 1.0)]:
-    engine.generate([Request(prompt, max_new_tokens=5, temperature=t, top_k=k, top_p=p)])
+    engine.generate([Request(prompt, sampling=SamplingConfig(max_new_tokens=5, temperature=t, top_k=k, top_p=p))])
   after = engine_lib._decode._cache_size(), engine_lib._insert._cache_size()
   assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
@@ -106,7 +108,8 @@ def test_decode_compiles_once_across_sampling_parameters(model):
 def test_eight_devices_equal_one(model):
   cfg, params = model
   prompts = _prompts(cfg, [5, 12, 8, 3], seed=4)
-  requests = [Request(p, n=2, max_new_tokens=7, temperature=1.0, top_k=10, top_p=0.9) for p in prompts]
+  sampling = SamplingConfig(temperature=1.0, top_k=10, top_p=0.9, max_new_tokens=7)
+  requests = [Request(p, n=2, sampling=sampling) for p in prompts]
   ecfg = EngineConfig(batch_size=8, max_seq_len=256, chunk_steps=4, page_size=4, prefill_chunk=8)
   ref = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg).generate(requests, seed=9)
   mesh = make_mesh({"data": 2, "tensor": 4})
@@ -120,17 +123,18 @@ def test_eight_devices_equal_one(model):
 def test_a_request_that_can_never_fit_is_refused_up_front(model):
   cfg, params = model
   engine = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "kv_pages": 30}))
-  ok = Request(list(range(3, 13)), max_new_tokens=4)
+  ok = Request(list(range(3, 13)), sampling=SamplingConfig(max_new_tokens=4))
   with pytest.raises(ValueError, match=r"request 1: prompt of 40 tokens \+ max_new_tokens 200 = 240 tokens "
                                        r"\(60 pages of 4\) cannot fit: the KV pool holds 30 pages"):
-    engine.generate([ok, Request(list(range(3, 43)), max_new_tokens=200)])
+    engine.generate([ok, Request(list(range(3, 43)), sampling=SamplingConfig(max_new_tokens=200))])
   assert engine.stats["prefill_calls"] == 0  # refused before any work
 
 
 def test_a_pool_that_forces_preemption_gives_the_tokens_of_an_ample_one(model):
   cfg, params = model
   prompts = _prompts(cfg, [9, 14, 5, 11, 7, 3], seed=6)
-  requests = [Request(p, n=2, max_new_tokens=24, temperature=1.0, top_k=20, top_p=0.95) for p in prompts]
+  sampling = SamplingConfig(temperature=1.0, top_k=20, top_p=0.95, max_new_tokens=24)
+  requests = [Request(p, n=2, sampling=sampling) for p in prompts]
   ample = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "batch_size": 8}))
   tight = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "batch_size": 8,
                                                                      "kv_pages": 24}))
@@ -144,7 +148,7 @@ def test_a_pool_that_forces_preemption_gives_the_tokens_of_an_ample_one(model):
 def test_prompts_prefilled_in_chunks_equal_one_chunk(model):
   cfg, params = model
   prompts = _prompts(cfg, [37, 5, 22], seed=7)
-  requests = [Request(p, n=2, max_new_tokens=6, temperature=1.0, top_k=20) for p in prompts]
+  requests = [Request(p, n=2, sampling=SamplingConfig(max_new_tokens=6, temperature=1.0, top_k=20)) for p in prompts]
   whole = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "prefill_chunk": 64}))
   chunked = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "prefill_chunk": 8,
                                                                        "prefill_rows": 1}))
@@ -153,7 +157,7 @@ def test_prompts_prefilled_in_chunks_equal_one_chunk(model):
   assert whole.stats["prefill_rows"] == 3
   assert chunked.stats["prefill_rows"] == 5 + 1 + 3  # 37 tokens in chunks of 8, then 5, then 22
   assert [[c.tokens for c in r] for r in got] == [[c.tokens for c in r] for r in want]
-  greedy = chunked.generate([Request(prompts[0], max_new_tokens=5, temperature=0.0)])
+  greedy = chunked.generate([Request(prompts[0], sampling=SamplingConfig(max_new_tokens=5, temperature=0.0))])
   assert greedy[0][0].tokens == _greedy_reference(params, cfg, prompts[0], 5)
 
 
@@ -173,7 +177,7 @@ def test_smollm2_greedy_matches_transformers_for_64_tokens():
       [{"role": "user", "content": "Write a Python function that returns the n-th Fibonacci number."}],
       add_generation_prompt=True, tokenize=True)
   ((ours,),) = Engine(model.params, model.cfg, stop_ids=[], engine_cfg=EngineConfig(batch_size=1)).generate(
-      [Request(prompt, max_new_tokens=64, temperature=0.0)])
+      [Request(prompt, sampling=SamplingConfig(max_new_tokens=64, temperature=0.0))])
   reference = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
   ids = torch.tensor([prompt])

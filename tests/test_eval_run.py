@@ -14,6 +14,7 @@ from ssd_jax.eval.lcb import Problem, TestCase, load_humaneval_problems
 from ssd_jax.eval.passk import UnjudgedSamplesError
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig, SandboxError
 from ssd_jax.sampling.engine import Completion
+from ssd_jax.sampling.sampler import SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ class _ScriptedEngine:
 
 def test_sweep_picks_best_temperature_and_reuses_samples(sandbox, problems, tmp_path):
   engine = _ScriptedEngine(problems)
-  sampling = evaluate.SamplingSettings(n=2, max_new_tokens=64)
+  sampling = evaluate.EvalSampling(SamplingConfig(max_new_tokens=64), n=2)
   result = evaluate.evaluate_sweep(engine, _ByteTokenizer(), problems, sandbox, [0.2, 1.0], sampling=sampling,
                                    out_dir=str(tmp_path), tag="base", log=lambda s: None)
   assert result["runs"]["0.2"]["overall"]["pass@1"] == 1.0

@@ -94,7 +94,8 @@ def _greedy(params, prompt, cfg, steps):
 
   def step(i, carry):
     tokens, all_logits, cache = carry
-    logits, cache = transformer.extend(params, jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1), jnp.full((b,), p + i - 1, jnp.int32),
+    last = jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1)
+    logits, cache = transformer.extend(params, last, jnp.full((b,), p + i - 1, jnp.int32),
                                        jnp.ones((b,), jnp.int32), table, cache, cfg)
     return tokens.at[:, i].set(jnp.argmax(logits, -1)), all_logits.at[:, i].set(logits), cache
 

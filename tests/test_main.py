@@ -4,6 +4,7 @@ two real jax.distributed processes against one."""
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -217,3 +218,75 @@ def _texts(pattern, key):
       out[(row[key], row.get("sample_index", 0))] = row["messages"][-1]["content"] if "messages" in row else row[
           "completions"]
   return out
+
+
+def _tiny_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny_config", TINY)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_sampling_fields_of_the_config_reach_synthesis_and_the_engine(tmp_path, monkeypatch):
+  """config.sample's operator (min_p included) and chat-template arguments reach synthesis's prompts and the
+  engine's requests through the one SamplingConfig; eval decodings likewise."""
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import synth_helper  # pylint: disable=import-outside-toplevel
+
+  from ssd_jax import main
+  from ssd_jax.data import synthesis
+  from ssd_jax.data.sources import PromptRecord
+  from ssd_jax.sampling.engine import Engine
+  from ssd_jax.sampling.sampler import SamplingConfig
+
+  config = _tiny_config()
+  config.sample.update(temperature=0.9, top_k=7, top_p=0.85, min_p=0.05, max_new_tokens=12)
+  config.sample.chat_template_kwargs = {"enable_thinking": False}
+  config.eval.ssd.min_p = 0.1
+  config.analysis.diagnostics = False
+  main.check_config(config)
+  scfg = main.synthesis_config(config)
+  want = SamplingConfig(temperature=0.9, top_k=7, top_p=0.85, min_p=0.05, max_new_tokens=12)
+  assert scfg.sampling == want and dict(scfg.chat_template_kwargs) == {"enable_thinking": False}
+  assert main.eval_sampling(config, "ssd").sampling.min_p == 0.1
+
+  seen = {}
+  render = synthesis.render_prompts
+
+  def spy_render(*args, **kwargs):
+    seen["chat_template_kwargs"] = kwargs["chat_template_kwargs"]
+    return render(*args, **kwargs)
+
+  def spy_generate(self, requests, seed=0, progress=None):
+    seen["sampling"] = {r.sampling for r in requests}
+    raise StopIteration  # enough: the requests were built
+
+  monkeypatch.setattr(synthesis, "render_prompts", spy_render)
+  monkeypatch.setattr(Engine, "generate", spy_generate)
+  model = synth_helper.tiny_model(synth_helper.tokenizer_bytes())
+  with pytest.raises(StopIteration):
+    synthesis.synthesize(model, [PromptRecord("p0", "Add two numbers.", "", "jsonl", {})], str(tmp_path), scfg)
+  assert seen == {"chat_template_kwargs": {"enable_thinking": False}, "sampling": {want}}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sample.tempreature", 1.0, "config.sample.tempreature: SynthesisConfig has no field 'tempreature' "
+                                "(did you mean temperature?)"),
+    ("sample.engine.page_sz", 8, "config.sample.engine.page_sz: EngineConfig has no field 'page_sz'"),
+    ("eval.base.top_q", 0.5, "config.eval.base.top_q: SamplingConfig has no field 'top_q' (did you mean top_p, top_k?)"),
+    ("sample.min_p", 1.5, "config.sample.min_p = 1.5: expected a value in [0, 1)"),
+])
+def test_a_config_field_nothing_reads_is_refused(key, value, message):
+  """A field set in a config file (where ml_collections accepts new keys) reaches the kernel or is refused."""
+  from ssd_jax import main
+
+  config = _tiny_config()
+  node = config
+  *parents, leaf = key.split(".")
+  for part in parents:
+    node = node[part]
+  with node.unlocked():
+    node[leaf] = value
+  with pytest.raises(main.ConfigValueError, match=re.escape(message)):
+    main.check_config(config)

@@ -13,10 +13,10 @@ import pytest
 import synth_helper
 from ssd_jax.data.sources import PromptRecord
 from ssd_jax.data.synthesis import PLAN, SynthesisError, read_samples, synthesize
-from ssd_jax.eval.evaluate import SamplingSettings, sample_completions
+from ssd_jax.eval.evaluate import EvalSampling, sample_completions
 from ssd_jax.eval.synthetic import synthetic_problems
 from ssd_jax.sampling.engine import Engine, EngineConfig, Request, stream_id_of
-from ssd_jax.sampling.sampler import row_keys, sequence_keys
+from ssd_jax.sampling.sampler import SamplingConfig, row_keys, sequence_keys
 
 ENGINE = synth_helper.ENGINE  # batch 4, chunk 8
 OTHER_SHAPE = EngineConfig(batch_size=2, max_seq_len=640, chunk_steps=3, page_size=16, prefill_chunk=64, kv_pages=40)
@@ -38,8 +38,8 @@ def _prompts(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
 
 
 def _request(prompt, stream_id=None, max_new_tokens=10):
-  return Request(prompt, n=2, max_new_tokens=max_new_tokens, temperature=1.0, top_k=50, top_p=0.95,
-                 stream_id=stream_id)
+  sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=max_new_tokens)
+  return Request(prompt, n=2, sampling=sampling, stream_id=stream_id)
 
 
 def _tokens(completions) -> list[list[int]]:
@@ -126,7 +126,7 @@ def _texts_of_run(model, records, out_dir: str, shard_size: int) -> dict[str, st
 
 def test_evaluation_answers_do_not_depend_on_the_problem_list(model):
   problems = synthetic_problems(4)
-  sampling = SamplingSettings(n=2, temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=12, seed=5)
+  sampling = EvalSampling(SamplingConfig(temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=12), n=2, seed=5)
   engine = Engine(model.params, model.cfg, model.tokenizer.stop_ids, ENGINE)
   texts, reasons = sample_completions(engine, model.tokenizer, problems, sampling)
   sub_texts, sub_reasons = sample_completions(engine, model.tokenizer, [problems[3], problems[1]], sampling)

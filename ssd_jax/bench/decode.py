@@ -44,11 +44,13 @@ def run_ours(model, prompts: list[list[int]], new_tokens: int, batch: int, max_n
   import jax
 
   from ssd_jax.sampling.engine import Engine, EngineConfig, Request
+  from ssd_jax.sampling.sampler import SamplingConfig
 
   max_seq_len = max(map(len, prompts)) + max_new_configured
   ecfg = EngineConfig(batch_size=batch, max_seq_len=max_seq_len, chunk_steps=64)
   engine = Engine(model.params, model.cfg, stop_ids=[], engine_cfg=ecfg)
-  requests = [Request(p, max_new_tokens=new_tokens, temperature=0.7, top_k=20, top_p=0.8) for p in prompts]
+  sampling = SamplingConfig(temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=new_tokens)
+  requests = [Request(p, sampling=sampling) for p in prompts]
   t0 = time.time()
   engine.generate(requests[:batch], seed=1)  # warm-up: compiles prefill, insert and the decode chunk
   compile_s = time.time() - t0
@@ -71,13 +73,14 @@ def kv_int8_logit_error(model, prompts: list[list[int]], steps: int) -> dict:
 
   from ssd_jax.models import paged, transformer
   from ssd_jax.sampling.engine import Engine, EngineConfig, Request
+  from ssd_jax.sampling.sampler import SamplingConfig
 
   width = min(map(len, prompts))  # one width: longer prompts lose tokens from the middle of the user turn
   same = [p if len(p) == width else p[:width - 16] + p[-16:] for p in prompts]
   cfg = model.cfg
   ecfg = EngineConfig(batch_size=len(same), max_seq_len=width + steps, chunk_steps=steps)
   out = Engine(model.params, cfg, stop_ids=[], engine_cfg=ecfg).generate(
-      [Request(p, max_new_tokens=steps, temperature=0.0) for p in same])
+      [Request(p, sampling=SamplingConfig(max_new_tokens=steps, temperature=0.0)) for p in same])
   tokens = jnp.asarray([p + row[0].tokens for p, row in zip(same, out)], jnp.int32)  # [B, width + steps]
 
   @functools.partial(jax.jit, static_argnames=("kv_dtype_is_int8",))

@@ -164,6 +164,7 @@ def decode_weight_bytes(cfg: ModelConfig, batch: int) -> float:
 
 def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
   from ssd_jax.sampling.engine import Engine, EngineConfig, Request, decode_attention_impl
+  from ssd_jax.sampling.sampler import SamplingConfig
 
   cfg = model_config(args.size, "bfloat16")
   mesh = make_mesh({"tensor": -1})
@@ -171,7 +172,8 @@ def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
   params = init_params(cfg, jax.random.key(0), mesh, sharding.rules)
   rng = np.random.default_rng(0)
   prompts = [rng.integers(0, cfg.vocab_size, args.prompt_tokens).tolist() for _ in range(args.decode_batch)]
-  requests = [Request(p, max_new_tokens=args.new_tokens, temperature=0.7, top_k=20, top_p=0.8) for p in prompts]
+  sampling = SamplingConfig(temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=args.new_tokens)
+  requests = [Request(p, sampling=sampling) for p in prompts]
   # The engine is configured for --max-new-configured new tokens per sequence (the paper's 65,536): page tables and
   # admission; the pool comes from free memory and the answers stop at --new-tokens.
   ecfg = EngineConfig(batch_size=args.decode_batch, max_seq_len=args.prompt_tokens + args.max_new_configured,

@@ -13,7 +13,8 @@ loads them, float32; KV in bfloat16).
   lengths come from the distribution (prefill in chunks, slots filled, pages reserved chunk by chunk, the newest
   latest-arrived sequence preempted and recomputed when a pool runs dry, pages returned at the end; the tokens
   recompute chunks prefill again, prompts included, are `recomputed_fraction` of the tokens generated: prefill
-  work, far cheaper per token than decode); concurrency is the mean number of running sequences in the steady state: the decode chunks during which requests are still waiting, after
+  work, far cheaper per token than decode); concurrency is the mean number of running sequences in the steady
+  state: the decode chunks during which requests are still waiting, after
   the first tenth of the stream has finished (ramp-up and drain excluded).
 
 The default distribution has a 65,536-token cap and a mean answer of at least 12,000 tokens: answer lengths are

@@ -43,6 +43,8 @@ from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.loader import LoadedModel
 from ssd_jax.models.transformer import NO_SHARDING, Sharding
 from ssd_jax.sampling.engine import FINISH_LENGTH, RANDOM_STREAM, Engine, EngineConfig, Request, stream_id_of
+from ssd_jax.sampling.sampler import SamplingConfig
+from ssd_jax.settings import check_fields, from_mapping
 
 __all__ = ["DegeneracyRule", "MANIFEST", "PLAN", "SynthesisConfig", "SynthesisError", "classify_sample",
            "max_prompt_tokens", "read_samples", "shard_name", "synthesize"]
@@ -99,12 +101,8 @@ class SynthesisConfig:
   (ssd_paper.md §1.1, §2.2). `engine` only shapes the computation (slots, cache, buckets), never the samples.
   """
 
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  min_p: float = 0.0
+  sampling: SamplingConfig = SamplingConfig(max_new_tokens=2048)
   n_per_prompt: int = 1
-  max_new_tokens: int = 2048
   seed: int = 0
   shard_size: int = 256  # prompts per output shard (the unit of resumption)
   prompt_style: str = "ssd"
@@ -115,8 +113,8 @@ class SynthesisConfig:
   engine: EngineConfig = EngineConfig()
 
   def __post_init__(self):
-    if self.n_per_prompt < 1 or self.max_new_tokens < 1 or self.shard_size < 1:
-      raise ValueError("n_per_prompt, max_new_tokens and shard_size must be >= 1")
+    if self.n_per_prompt < 1 or self.shard_size < 1:
+      raise ValueError("n_per_prompt and shard_size must be >= 1")
     if not 0 <= self.seed < 2 ** 32:
       raise ValueError(f"seed must be in [0, 2**32) (the engine's seed), got {self.seed}")
     if self.prompt_style not in PROMPT_STYLES:
@@ -124,10 +122,28 @@ class SynthesisConfig:
     if self.on_bad_row not in ("skip", "error"):
       raise ValueError(f"on_bad_row must be 'skip' or 'error', got {self.on_bad_row!r}")
 
+  @classmethod
+  def from_config(cls, sample: Mapping[str, Any], on_bad_row: str = "skip") -> SynthesisConfig:
+    """From `config.sample`: the operator fields make the `SamplingConfig`, `degeneracy` and `engine` their
+    settings; a key nothing reads is refused."""
+    fields = dict(sample)
+    operator_names = [f.name for f in dataclasses.fields(SamplingConfig)]
+    check_fields(fields, operator_names + [f.name for f in dataclasses.fields(cls) if f.name != "sampling"],
+                 "sample", cls.__name__)
+    operator = {name: fields.pop(name) for name in operator_names if name in fields}
+    return from_mapping(
+        cls, fields, "sample", sampling=SamplingConfig.from_config(operator),
+        degeneracy=from_mapping(DegeneracyRule, fields.get("degeneracy", {}), "sample.degeneracy"),
+        engine=from_mapping(EngineConfig, fields.get("engine", {}), "sample.engine"),
+        system_message=fields.get("system_message") or None,
+        chat_template_kwargs=dict(fields.get("chat_template_kwargs", {})), on_bad_row=on_bad_row)
+
   def sampling_json(self) -> dict[str, Any]:
-    """Everything that decides the samples' text or kept flags (the resumption contract)."""
+    """Everything that decides the samples' text or kept flags (the resumption contract); the operator's fields
+    at the top level, as plans written before `SamplingConfig` have them."""
     out = dataclasses.asdict(self)
     del out["engine"], out["on_bad_row"]
+    out.update(out.pop("sampling"))
     out["chat_template_kwargs"] = dict(self.chat_template_kwargs)
     return out
 
@@ -274,7 +290,7 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
   check_unique_ids(records)
   tok = model.tokenizer
   render_report = SourceReport("render", "<render>", config.on_bad_row)
-  limit = max_prompt_tokens(model.cfg, config.engine, config.max_new_tokens)
+  limit = max_prompt_tokens(model.cfg, config.engine, config.sampling.max_new_tokens)
   prompts = render_prompts(records, tok, style=config.prompt_style, system_message=config.system_message,
                            max_prompt_tokens=limit, chat_template_kwargs=config.chat_template_kwargs,
                            report=render_report)
@@ -297,9 +313,8 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
       discarded.append(k)
     if engine is None:
       engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding, decode_text=tok.decode)
-    requests = [Request(p.ids, n=config.n_per_prompt, max_new_tokens=config.max_new_tokens,
-                        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
-                        stream_id=stream_id_of(p.record.id)) for p in shards[k]]
+    requests = [Request(p.ids, n=config.n_per_prompt, sampling=config.sampling, stream_id=stream_id_of(p.record.id))
+                for p in shards[k]]
     results = engine.generate(requests, seed=config.seed)
     rows = _sample_rows(shards[k], results, config.degeneracy)
     _commit(path, b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))

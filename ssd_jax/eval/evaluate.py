@@ -32,8 +32,9 @@ from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
 from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
 from ssd_jax.eval.sandbox import SandboxError
+from ssd_jax.sampling.sampler import SamplingConfig
 
-__all__ = ["EvalSettings", "SamplingSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
+__all__ = ["EvalSampling", "EvalSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
            "prompt_record", "sample_completions", "score_samples", "summarize"]
 
 
@@ -42,17 +43,23 @@ REPORT_WINDOWS = {"2025-02-01..2025-05-01": (datetime.datetime(2025, 2, 1), date
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-  """How completions are drawn for evaluation (LCB's harness: n 10; the T_eval sweep is the experiment)."""
+class EvalSampling:
+  """How completions are drawn for evaluation: n per problem (LCB's harness: 10) with `sampling` (the operator;
+  the T_eval sweep replaces its temperature), prompts rendered like synthesis's."""
 
+  sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=4096)
   n: int = 10
-  temperature: float = 0.7
-  top_k: int = 20
-  top_p: float = 0.8
-  max_new_tokens: int = 4096
+  seed: int = 0
   prompt_style: str = "lcb"
   system_message: str | None = None
-  seed: int = 0
+  chat_template_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def summary_json(self) -> dict[str, Any]:
+    """The summaries' `sampling` record: the operator's fields at the top level, beside n, seed and the prompt."""
+    out = dataclasses.asdict(self)
+    out.update(out.pop("sampling"))
+    out["chat_template_kwargs"] = dict(self.chat_template_kwargs)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,9 +232,8 @@ def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
   return summary
 
 
-def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling: SamplingSettings, *,
-                       max_prompt_tokens: int | None = None, chat_template_kwargs: Mapping[str, Any] | None = None,
-                       progress: Callable[[int, int], None] | None = None
+def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling: EvalSampling, *,
+                       max_prompt_tokens: int | None = None, progress: Callable[[int, int], None] | None = None
                        ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
   """n answers per problem from `engine` -> ({problem id: texts}, {problem id: finish reasons}).
 
@@ -240,12 +246,11 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
 
   rendered = render_prompts([prompt_record(p) for p in problems], tokenizer, style=sampling.prompt_style,
                             system_message=sampling.system_message, max_prompt_tokens=max_prompt_tokens,
-                            chat_template_kwargs=chat_template_kwargs)
+                            chat_template_kwargs=sampling.chat_template_kwargs)
   if len(rendered) != len(problems):
     dropped = sorted({p.id for p in problems} - {r.record.id for r in rendered})
     raise ValueError(f"prompts too long for the context: {dropped[:10]} ({len(dropped)} in all)")
-  requests = [Request(r.ids, n=sampling.n, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                      top_k=sampling.top_k, top_p=sampling.top_p, stream_id=stream_id_of(r.record.id))
+  requests = [Request(r.ids, n=sampling.n, sampling=sampling.sampling, stream_id=stream_id_of(r.record.id))
               for r in rendered]
   out = engine.generate(requests, seed=sampling.seed, progress=progress)
   stop = set(int(s) for s in tokenizer.stop_ids)
@@ -257,7 +262,7 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
   return texts, reasons
 
 
-def _load_samples(path: str, problems: Sequence[Problem], sampling: SamplingSettings, random_stream: str
+def _load_samples(path: str, problems: Sequence[Problem], sampling: EvalSampling, random_stream: str
                   ) -> dict[str, list[str]] | None:
   """The answers of a complete samples file drawn with this seed and random-stream scheme, else None (resample)."""
   rows = {row["problem_id"]: row for row in _read_jsonl(path)}
@@ -268,9 +273,9 @@ def _load_samples(path: str, problems: Sequence[Problem], sampling: SamplingSett
 
 
 def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temperatures: Sequence[float], *,
-                   sampling: SamplingSettings = SamplingSettings(), settings: EvalSettings = EvalSettings(),
+                   sampling: EvalSampling = EvalSampling(), settings: EvalSettings = EvalSettings(),
                    out_dir: str, tag: str = "eval", max_prompt_tokens: int | None = None,
-                   chat_template_kwargs: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
+                   log: Callable[[str], None] = print,
                    process_index: int = 0, process_count: int = 1,
                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
   """Samples and scores the problems at every T_eval; returns {"runs": {T: summary}, "best": {...}}.
@@ -290,13 +295,13 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
   runs = {}
   for temperature in temperatures:
     run_tag = f"{tag}_T{temperature:g}"
-    run_sampling = dataclasses.replace(sampling, temperature=float(temperature))
+    run_sampling = dataclasses.replace(sampling, sampling=dataclasses.replace(sampling.sampling,
+                                                                              temperature=float(temperature)))
     samples_path = os.path.join(out_dir, f"{run_tag}{part}.samples.jsonl")
     texts = _load_samples(samples_path, share, run_sampling, RANDOM_STREAM)
     if texts is None:
       texts, reasons = sample_completions(
           engine, tokenizer, share, run_sampling, max_prompt_tokens=max_prompt_tokens,
-          chat_template_kwargs=chat_template_kwargs,
           progress=(lambda done, total: progress("sample", done, total)) if progress else None)
       tmp = f"{samples_path}.tmp.{os.getpid()}"
       with open(tmp, "w") as f:
@@ -308,7 +313,7 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
                             results_path=os.path.join(out_dir, f"{run_tag}{part}.results.jsonl"),
                             progress=(lambda done, total: progress("judge", done, total)) if progress else None)
     summary_path = os.path.join(out_dir, f"{run_tag}.summary.json")
-    extra = {"sampling": dataclasses.asdict(run_sampling), "process_count": process_count}
+    extra = {"sampling": run_sampling.summary_json(), "process_count": process_count}
     if process_count > 1:
       barrier(f"ssd_jax.eval.{run_tag}.judged")
       if process_index == 0:

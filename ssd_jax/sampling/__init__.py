@@ -1,5 +1,5 @@
-"""Decoding: the jitted decode loop over the model's KV cache."""
+"""Decoding: the sampling operator and its settings, the scheduler and the engine."""
 
-from ssd_jax.sampling.sampler import SamplingParams, row_keys, sample, truncated_probs
+from ssd_jax.sampling.sampler import SamplingConfig, SamplingParams, row_keys, sample, truncated_probs
 
-__all__ = ["SamplingParams", "row_keys", "sample", "truncated_probs"]
+__all__ = ["SamplingConfig", "SamplingParams", "row_keys", "sample", "truncated_probs"]

@@ -32,7 +32,7 @@ from flax import struct
 
 from ssd_jax.models import paged, transformer
 from ssd_jax.models.config import ModelConfig
-from ssd_jax.sampling.sampler import SamplingParams, sample, sequence_keys, step_keys
+from ssd_jax.sampling.sampler import SamplingConfig, SamplingParams, sample, sequence_keys, step_keys
 from ssd_jax.sampling.scheduler import PrefillChunk, Scheduler, SchedulerConfig, Seq, SlotFill
 
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
@@ -80,7 +80,7 @@ class EngineConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-  """One prompt, sampled `n` times with its own parameters.
+  """One prompt, sampled `n` times with its own `SamplingConfig` (operator and max_new_tokens).
 
   `stream_id` names the request's random stream (an int in [0, 2**64), e.g. `stream_id_of(problem id)`): sample i
   draws from (seed, stream_id, i) only. None means a hash of the prompt tokens, so two requests with the same
@@ -90,11 +90,7 @@ class Request:
 
   prompt: Sequence[int]
   n: int = 1
-  max_new_tokens: int = 256
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  min_p: float = 0.0
+  sampling: SamplingConfig = SamplingConfig()
   stream_id: int | None = None
 
 
@@ -279,11 +275,11 @@ class Engine:
     for i, r in enumerate(requests):
       if not len(r.prompt):
         raise ValueError(f"request {i}: empty prompt")
-      if r.max_new_tokens < 1 or r.n < 1:
-        raise ValueError(f"request {i}: max_new_tokens and n must be >= 1, got {r.max_new_tokens} and {r.n}")
+      if r.n < 1:
+        raise ValueError(f"request {i}: n must be >= 1, got {r.n}")
       if r.stream_id is not None and not 0 <= r.stream_id < STREAM_ID_LIMIT:
         raise ValueError(f"request {i}: stream_id must be in [0, 2**64), got {r.stream_id}")
-      sched.check(i, len(r.prompt), r.max_new_tokens, r.n)
+      sched.check(i, len(r.prompt), r.sampling.max_new_tokens, r.n)
 
   def _scheduler(self) -> Scheduler:
     e = self.ecfg
@@ -304,7 +300,7 @@ class Engine:
     t0 = time.time()
     sched = self._scheduler()
     for i, r in enumerate(requests):
-      sched.add(i, len(r.prompt), r.n, r.max_new_tokens)
+      sched.add(i, len(r.prompt), r.n, r.sampling.max_new_tokens)
     streams = [_prompt_stream_id(r.prompt) if r.stream_id is None else r.stream_id for r in requests]
     run = _Run(self, requests, streams, jnp.asarray(seed, jnp.uint32), sched)
     total = sum(r.n for r in requests)
@@ -353,10 +349,7 @@ class _Run:
 
   def _params(self, requests: Sequence[int], width: int) -> SamplingParams:
     rows = [self.requests[i] for i in requests] + [self.requests[requests[0]]] * (width - len(requests))
-    return SamplingParams(temperature=jnp.asarray([r.temperature for r in rows], jnp.float32),
-                          top_k=jnp.asarray([r.top_k for r in rows], jnp.int32),
-                          top_p=jnp.asarray([r.top_p for r in rows], jnp.float32),
-                          min_p=jnp.asarray([r.min_p for r in rows], jnp.float32))
+    return SamplingParams.of([r.sampling for r in rows])
 
   def _tokens_of(self, chunk: PrefillChunk) -> list[int]:
     seq = chunk.recompute

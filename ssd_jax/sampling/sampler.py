@@ -32,9 +32,10 @@ and masses, and gathers the per-shard Gumbel argmaxes. Every shard of a row ends
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,11 +44,47 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from ssd_jax.models.transformer import Sharding
+from ssd_jax.settings import SettingsError, from_mapping
 
 GREEDY_BELOW = 1e-5  # temperatures below this decode greedily (vLLM's _SAMPLING_EPS)
 _SEARCH_STEPS = 32  # bisection steps over the 2^32 float32 keys: exact to the last bit
 _SIGN = 0x80000000
 _NEG_INF = float("-inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How one answer is drawn: the paper's operator (temperature, then top-k, then top-p; min-p before top-k, as
+  in vLLM) and the answer's length cap. The one host-side sampling settings type: config files (`config.sample`,
+  `config.eval.base` / `.ssd`), synthesis, evaluation and every `engine.Request` carry it; the engine turns the
+  requests' configs into `SamplingParams` (traced per-row arrays) once per call."""
+
+  temperature: float = 1.0  # < 1e-5 decodes greedily
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1.0 = off
+  min_p: float = 0.0  # 0 = off
+  max_new_tokens: int = 256
+
+  def __post_init__(self):
+    def need(ok: bool, name: str, expected: str) -> None:
+      if not ok:
+        raise ValueError(f"{name} = {getattr(self, name)!r}: expected {expected}")
+
+    need(self.temperature >= 0, "temperature", "a temperature >= 0")
+    need(self.top_k >= 0, "top_k", "an integer >= 0 (0 = off)")
+    need(0 < self.top_p <= 1, "top_p", "a value in (0, 1]")
+    need(0 <= self.min_p < 1, "min_p", "a value in [0, 1)")
+    need(self.max_new_tokens >= 1, "max_new_tokens", "an integer >= 1")
+
+  @classmethod
+  def from_config(cls, fields: Mapping[str, Any], where: str = "sample") -> SamplingConfig:
+    """From a config subtree; a key that is not a field, or a value out of range, is refused naming it."""
+    try:
+      return from_mapping(cls, fields, where)
+    except SettingsError:
+      raise
+    except ValueError as e:
+      raise ValueError(f"config.{where}.{e}") from None  # config.eval.ssd.top_p = 1.5: expected ...
 
 
 @struct.dataclass
@@ -65,6 +102,14 @@ class SamplingParams:
     """The same parameters on every one of `batch` rows."""
     return cls(temperature=jnp.full((batch,), temperature, jnp.float32), top_k=jnp.full((batch,), top_k, jnp.int32),
                top_p=jnp.full((batch,), top_p, jnp.float32), min_p=jnp.full((batch,), min_p, jnp.float32))
+
+  @classmethod
+  def of(cls, configs: Sequence[SamplingConfig]) -> SamplingParams:
+    """One row per config."""
+    return cls(temperature=jnp.asarray([c.temperature for c in configs], jnp.float32),
+               top_k=jnp.asarray([c.top_k for c in configs], jnp.int32),
+               top_p=jnp.asarray([c.top_p for c in configs], jnp.float32),
+               min_p=jnp.asarray([c.min_p for c in configs], jnp.float32))
 
 
 def sequence_keys(seed: int | jax.Array, streams: jax.Array, sample_index: int | jax.Array = 0) -> jax.Array:
