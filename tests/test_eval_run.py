@@ -172,10 +172,10 @@ class _ScriptedEngine:
     self.calls = []
 
   def generate(self, requests, seed=0, progress=None):
-    self.calls.append(requests[0].temperature)
+    self.calls.append(requests[0].sampling.temperature)
     out = []
     for i, (request, problem) in enumerate(zip(requests, self.problems)):
-      good = request.temperature <= 0.5
+      good = request.sampling.temperature <= 0.5
       text = _fenced(problem.prompt + problem.canonical_solution) if good else "```python\n    return 0\n```"
       out.append([Completion(i, s, list(text.encode()) + [0], "stop") for s in range(request.n)])
     return out
