@@ -2,9 +2,11 @@
 
 Edit the three paths below (checkpoint, rStar-Coder seed, LiveCodeBench), then run:
   python -m ssd_jax.main --config=configs/qwen3_4b_instruct.py --config.workdir=/ckpt/runs/q4b_instruct
-Hardware (mesh, engine batch, gradient accumulation): edit HARDWARE, or per run append `:gpu_8xh100` to the config
-path (`--config=configs/qwen3_4b_instruct.py:gpu_8xh100`), or export SSD_HARDWARE=gpu_8xh100. The `:arg` wins, then
-SSD_HARDWARE, then HARDWARE. On a pod or cluster use launch/tpu_pod.sh or launch/slurm_gpu.sh (see their headers).
+Hardware (mesh, engine batch, gradient accumulation, with their memory arithmetic): configs/qwen3_4b.py, shared with
+the thinking variant. Edit HARDWARE there (both variants) or below (this one only), or per run append `:gpu_8xh100`
+to the config path (`--config=configs/qwen3_4b_instruct.py:gpu_8xh100`), or export SSD_HARDWARE=gpu_8xh100. The
+`:arg` wins, then SSD_HARDWARE, then HARDWARE. On a pod or cluster use launch/tpu_pod.sh or launch/slurm_gpu.sh (see
+their headers).
 Sweep T_eval: set SWEEP = True (the Fig. 2 grid below, paper's value first), or pass e.g.
   --config.eval.ssd.temperatures='(0.9,1.1,1.3)' --config.eval.base.temperatures='(0.5,0.7,0.9)'
 Sweep T_train: one workdir per value, `--config.sample.temperature=1.2` (launch/sweep.sh does the loop).
@@ -15,39 +17,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import default  # noqa: E402  (configs/default.py: every field, and paper_config)
+import qwen3_4b  # noqa: E402  (configs/qwen3_4b.py: the backbone's memory arithmetic, SHAPES, HARDWARE)
 
-HARDWARE = "tpu_v5p_64"  # "tpu_v5p_64" | "gpu_8xh100" (shapes below)
+HARDWARE = qwen3_4b.HARDWARE  # the backbone's; or "tpu_v5p_64" | "gpu_8xh100" for this variant only
+SHAPES = qwen3_4b.SHAPES  # mesh, engine batch, grad accum per hardware (configs/qwen3_4b.py, shared)
 SWEEP = False  # True: evaluate base and SSD over the T_eval grids below instead of the paper's single T
 
 # Table 4 (base) and Table 3 (SSD eval); the grids are Fig. 2's ticks (0.5..1.3) with the paper's T first, so an
 # interrupted sweep has the headline point already.
 BASE_T, BASE_T_GRID = 0.7, (0.7, 0.5, 0.9, 1.1, 1.3)
 SSD_T, SSD_T_GRID = 1.1, (1.1, 0.5, 0.7, 0.9, 1.3)
-
-# Qwen3-4B: 4.02e9 params, 36 layers, d 2560, 32 q / 8 kv heads x 128, FFN 9728, vocab 151,936 (tied).
-# Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 + the base
-# model that sampling loaded, which the pipeline keeps 4 = 24 B/param = 96 GB (on a pod that last copy sits on
-# each host's chips).
-# Saved activations with full remat: the f32 residual stream, 36 x 65,536 x 2560 x 4 B = 24 GB per 65,536-token row,
-# on every chip of its tensor group.
-# KV cache (bf16): 2 x 36 x 8 x 128 x 2 B = 144 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
-# weights leave; a sequence holds pages for the tokens it has (sampling/engine.py). `python -m
-# ssd_jax.bench.kv_capacity` replays the engine's scheduler on answers of mean 13k tokens (cap 65,536):
-# 8 x H100 530 GB -> 239 sequences at once (dense 69,632-token slots: 51); a v5p host 309 GB ->
-# 139 (30). engine_batch (slots) is set above those means: the pool, not the slots, decides.
-SHAPES = {
-    # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.
-    # Global mesh fsdp 8 x tensor 4. Sampling and evaluation run per host on its 4 chips as tensor 4 (no weight
-    # all-gathers per decode step): weights 16 GB f32 / 4 = 4 GB per chip, the rest holds KV
-    # pages. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row
-    # per chip per microbatch: 80 GB / 32 + 16 GB / 4 = 6.5 GB state + 24 GB residuals + one layer's recompute.
-    "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 4}, "engine_batch": 160, "grad_accum": 4},
-    # One node of 8 x H100 80 GB, one process. Tensor 8 (8 kv heads, one per GPU) for decode: weights 2 GB per GPU,
-    # the rest holds KV pages. Training: tensor 8 leaves no batch axis, so 32
-    # microbatches of 1 row: 96 GB / 8 = 12 GB state + 24 GB residuals. fsdp -1 = 1 here, N on N nodes (SLURM;
-    # then pass --config.train.grad_accum_steps=32/N, since each process splits its 32/N rows into microbatches).
-    "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 8}, "engine_batch": 256, "grad_accum": 32},
-}
 
 
 def get_config(hardware: str = ""):

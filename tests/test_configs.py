@@ -22,6 +22,11 @@ from ssd_jax.models.config import ModelConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 ALL_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(CONFIGS, "*.py")))
+# Backbone modules: one model's shape, memory arithmetic and hardware table (SHAPES, HARDWARE), imported by its
+# variants (instruct / thinking). They have no get_config and are not run; every other file here is a config.
+BACKBONES = {"qwen3_4b": ("qwen3_4b_instruct", "qwen3_4b_thinking"),
+             "qwen3_30b_a3b": ("qwen3_30b_a3b_instruct", "qwen3_30b_a3b_thinking")}
+RUNNABLE_CONFIGS = [name for name in ALL_CONFIGS if name not in BACKBONES]
 LAUNCH_SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")))
 
 # Each hardware name: (JAX devices in all, devices per host/process). v5p-64 counts TensorCores: 32 chips, each one
@@ -111,10 +116,18 @@ def resolve_mesh(shape: dict, devices: int) -> dict:
 
 
 def test_paper_configs_present():
-  assert set(PAPER) <= set(ALL_CONFIGS)
+  assert set(PAPER) <= set(RUNNABLE_CONFIGS)
+  assert set(BACKBONES) <= set(ALL_CONFIGS)
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_runnable_or_named_backbone(name):
+  """A file without get_config is skipped by the tests below only if BACKBONES names it."""
+  assert hasattr(load_module(name), "get_config") == (name not in BACKBONES), (
+      f"{name}: a backbone module (BACKBONES) must have no get_config, every other config file must have one")
+
+
+@pytest.mark.parametrize("name", RUNNABLE_CONFIGS)
 def test_loads_and_uses_only_default_fields(name):
   config = load(name)
   assert isinstance(config, config_dict.ConfigDict)
@@ -200,6 +213,24 @@ def test_hardware_selection(name, monkeypatch):
   assert dict(load(name, module.HARDWARE).mesh) == module.SHAPES[module.HARDWARE]["mesh"]  # `:arg` wins
   with pytest.raises(ValueError, match="unknown hardware"):
     load(name, "tpu_v9")
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_variants_share_the_backbone_hardware_table(backbone):
+  """A backbone's variants take SHAPES and HARDWARE from its module, so their meshes cannot drift apart."""
+  shared = load_module(backbone)
+  modules = [load_module(name) for name in BACKBONES[backbone]]
+  assert set(shared.SHAPES) == set(HARDWARE) and shared.HARDWARE in HARDWARE
+  for module in modules:
+    assert module.SHAPES == shared.SHAPES and module.HARDWARE == shared.HARDWARE
+    assert module.SHAPES is modules[0].SHAPES, "each variant imports the backbone's SHAPES, not a copy"
+  for hardware in ("", *sorted(HARDWARE)):
+    shape = shared.SHAPES[hardware or shared.HARDWARE]
+    for name in BACKBONES[backbone]:
+      config = load(name, hardware)
+      assert dict(config.mesh) == shape["mesh"], (name, hardware)
+      assert config.sample.engine.batch_size == shape["engine_batch"], (name, hardware)
+      assert config.train.grad_accum_steps == shape["grad_accum"], (name, hardware)
 
 
 def test_config_flags_path_and_overrides():

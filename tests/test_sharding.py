@@ -1,12 +1,14 @@
 """The forward, prefill and decode on an 8-device fake CPU mesh equal the single-device results."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
 
 import paged_run
 import tiny_hf
-from ssd_jax.models import hf, transformer
+from ssd_jax.models import hf, sharding, transformer
 from ssd_jax.models.sharding import ShardingRules, make_mesh
 
 MESHES = [
@@ -71,6 +73,33 @@ def test_indivisible_dims_are_replicated():
       None, None, None)
   assert rules.spec(("batch", None), (6, 5), mesh) == jax.sharding.PartitionSpec("data", None)
   assert rules.spec(("batch", None), (1, 5), mesh) == jax.sharding.PartitionSpec(None, None)
+
+
+def test_replication_is_logged_once(caplog, monkeypatch):
+  monkeypatch.setattr(sharding, "_reported", set())  # other tests may have warned about the same arrays
+  mesh = make_mesh({"data": 2, "tensor": 4})
+  rules = ShardingRules()
+  with caplog.at_level(logging.WARNING, logger="ssd_jax.models.sharding"):
+    # 6 KV heads do not divide tensor=4: replicated, logged once however often the spec is asked for.
+    for _ in range(2):
+      assert rules.spec(("embed", "kv_heads", "head_dim"), (32, 6, 16), mesh)[1] is None
+    rules.sharding(mesh, ("embed", "kv_heads", "head_dim"), (32, 6, 16))
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    msg = record.getMessage()
+    assert "'kv_heads'" in msg and "(32, 6, 16)" in msg and "tensor=4" in msg
+    assert "replicated over tensor" in msg and "one of 2, 3, 6" in msg
+    # Batch 6 over data=2 x expert=4 keeps data and loses expert; a dividing shape and size-1 axes log nothing.
+    caplog.clear()
+    assert rules.spec(("batch", None), (6, 5), make_mesh({"data": 2, "expert": 4})) == jax.sharding.PartitionSpec(
+        "data", None)
+    [record] = caplog.records
+    assert "'batch'" in record.getMessage() and "replicated over expert instead (kept data)" in record.getMessage()
+    caplog.clear()
+    assert rules.spec(("embed", "kv_heads", "head_dim"), (32, 8, 16), mesh)[1] == "tensor"
+    assert rules.spec(("embed", "kv_heads", "head_dim"), (32, 6, 16), make_mesh({"data": 8})) == (
+        jax.sharding.PartitionSpec(None, None, None))
+    assert not caplog.records
 
 
 def test_make_mesh_shapes():

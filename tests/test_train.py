@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -10,13 +11,15 @@ import pytest
 
 import tiny_sft
 from ssd_jax.models import hf
+from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import make_mesh
-from ssd_jax.models.transformer import hidden_states
+from ssd_jax.models.transformer import Params, Sharding, hidden_states, logits_from_hidden
 from ssd_jax.train import pipeline as pl
-from ssd_jax.train.loss import chunked_nll, reference_nll
-from ssd_jax.train.metrics import read_events
+from ssd_jax.train.loss import chunked_nll
 from ssd_jax.train.optim import TrainConfig, lr_schedule
-from ssd_jax.train.trainer import Trainer, loss_and_grads, run_sft, to_microbatches
+from ssd_jax.train.trainer import Trainer, run_sft, to_microbatches
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.record_writer import masked_crc32c
 
 SEQ = 256
 
@@ -45,6 +48,57 @@ def _stack(batches):
 
 def _max_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def reference_nll(params: Params, h: jax.Array, targets: jax.Array, weights: jax.Array, cfg: ModelConfig
+                  ) -> tuple[jax.Array, jax.Array]:
+  """`chunked_nll` from full [B, S, V] logits."""
+  logits = logits_from_hidden(params, h, cfg)
+  nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  return jnp.sum(nll * weights), jnp.sum(weights)
+
+
+def loss_and_grads(params: Params, batch: dict[str, np.ndarray], cfg: ModelConfig, tc: TrainConfig
+                   ) -> tuple[jax.Array, Params]:
+  """The train step's token-weighted loss and its gradient on a batch [m, b, S], without an optimizer."""
+  m = batch["inputs"].shape[0]
+  total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+  sharding = Sharding()
+
+  def loss_fn(p):
+    out = 0.0
+    for i in range(m):
+      mb = {k: jnp.asarray(v[i]) for k, v in batch.items()}
+      h, _ = hidden_states(p, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"], sharding=sharding,
+                           remat=tc.remat, attention=tc.attention)
+      nll, _ = chunked_nll(p, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
+      out = out + nll / total
+    return out
+
+  return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+
+def read_scalars(path: str) -> dict[int, dict[str, float]]:
+  """{step: {tag: value}} of the scalar summaries in one event file, with both CRCs of every TFRecord checked.
+
+  tensorboardX writes event files but ships no reader; this is the TFRecord framing (length, masked CRC-32C of
+  the length, payload, masked CRC-32C of the payload) around its own `Event` proto.
+  """
+  out: dict[int, dict[str, float]] = {}
+  with open(path, "rb") as f:
+    data = f.read()
+  pos = 0
+  while pos < len(data):
+    header = data[pos:pos + 8]
+    (n,) = struct.unpack("<Q", header)
+    payload = data[pos + 12:pos + 12 + n]
+    assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == masked_crc32c(header), f"length CRC at byte {pos}"
+    assert struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] == masked_crc32c(payload), f"CRC at byte {pos}"
+    pos += 16 + n
+    event = Event.FromString(payload)
+    for value in event.summary.value:
+      out.setdefault(event.step, {})[value.tag] = value.simple_value
+  return out
 
 
 def test_chunked_nll_matches_full_logits(cfg, params):
@@ -103,11 +157,14 @@ def test_schedule_and_defaults():
   think = TrainConfig.thinking()
   assert (think.warmup_steps, think.total_steps) == (50, 300)
   lr = lr_schedule(tc)
+  # optax's warmup is (init - peak) * frac + peak in float32: exact to a float32 ulp of the peak, not of itself.
   np.testing.assert_allclose([lr(0), lr(249), lr(250), lr(2500), lr(5000)], [5e-6 / 250, 5e-6, 5e-6, 1e-6, 1e-6],
-                             rtol=1e-5)
+                             rtol=1e-6, atol=2 * np.spacing(np.float32(5e-6)))
   assert 1e-6 < float(lr(1375)) < 5e-6
   with pytest.raises(ValueError):
     TrainConfig(global_batch_size=6, grad_accum_steps=4)
+  with pytest.raises(ValueError):
+    TrainConfig(learning_rate=0.0)
 
 
 def _iterator(examples, seed=0):
@@ -120,6 +177,40 @@ def _train_cfg(**kw):
   return TrainConfig(**{**base, **kw})
 
 
+def _lr_formula(tc: TrainConfig, step: jax.Array) -> jax.Array:
+  """The schedule as written out before it used optax's: linear warmup from peak / warmup, then cosine."""
+  peak, low, warm, total = tc.learning_rate, tc.min_learning_rate, tc.warmup_steps, tc.total_steps
+  step = jnp.asarray(step, jnp.float32)
+  warmup = peak * (step + 1.0) / max(warm, 1)
+  frac = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
+  cosine = low + 0.5 * (peak - low) * (1.0 + jnp.cos(jnp.pi * frac))
+  return jnp.where(step < warm, warmup, cosine)
+
+
+@pytest.mark.parametrize("tc", [
+    TrainConfig(), TrainConfig.thinking(), _train_cfg(), TrainConfig(warmup_steps=0, total_steps=100),
+    TrainConfig(warmup_steps=1, total_steps=10), TrainConfig(warmup_steps=12, total_steps=12),
+    TrainConfig(warmup_steps=20, total_steps=12), TrainConfig(learning_rate=1e-3, min_learning_rate=1e-3)],
+    ids=["instruct", "thinking", "tiny", "no_warmup", "warmup_1", "warmup_all", "warmup_past_end", "flat"])
+def test_lr_schedule_matches_the_formula(tc: TrainConfig):
+  warm, total = tc.warmup_steps, tc.total_steps
+  steps = sorted({0, 1, max(warm - 1, 0), warm, warm + 1, (warm + total) // 2, total - 1, total, total + 1,
+                  2 * total, *range(0, total + 2, max(total // 97, 1))})
+  lr = lr_schedule(tc)
+  # optax rounds in another order (warmup (init - peak) * frac + peak, cosine peak * ((1 - alpha) * c + alpha)):
+  # measured at most 2 float32 ulps of the peak apart on these configs; 4 leaves room for other cos kernels.
+  atol = 4 * np.spacing(np.float32(tc.learning_rate))
+  # The train step passes its int32 step counter; plain ints work as well.
+  got = jax.jit(jax.vmap(lr))(jnp.asarray(steps, jnp.int32))
+  np.testing.assert_allclose(got, _lr_formula(tc, jnp.asarray(steps)), rtol=0, atol=atol)
+  np.testing.assert_allclose([float(lr(s)) for s in (0, warm, total)],
+                             [float(_lr_formula(tc, jnp.asarray(s))) for s in (0, warm, total)], rtol=0, atol=atol)
+  # Step 0, the warmup's last step and the cosine's end (one step after the peak when warmup fills the run).
+  np.testing.assert_allclose([lr(0), lr(max(warm - 1, 0)), lr(max(total, warm + 1))],
+                             [tc.learning_rate / max(warm, 1), tc.learning_rate, tc.min_learning_rate], rtol=0,
+                             atol=atol)
+
+
 def test_training_drives_the_loss_down(cfg, params, examples, tmp_path):
   shards = tiny_sft.write_shards(str(tmp_path / "shards"), 4, extra_rows=('{"id": "broken", "messages": []}',))
   trainer, stats = run_sft(cfg, params, shards, tiny_sft.tokenizer(), pl.DataConfig(seq_len=SEQ, packing_bins=2),
@@ -129,9 +220,11 @@ def test_training_drives_the_loss_down(cfg, params, examples, tmp_path):
   assert [r["step"] for r in records] == list(range(1, 13))
   assert records[-1]["loss"] < 0.7 * records[0]["loss"], (records[0]["loss"], records[-1]["loss"])
   assert {"loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "target_tokens"} <= set(records[0])
-  events = read_events(str(next((tmp_path / "tensorboard").iterdir())))
-  assert [s for s, _ in events] == list(range(1, 13))
-  assert events[-1][1]["loss"] == pytest.approx(records[-1]["loss"], rel=1e-6)
+  (event_file,) = (tmp_path / "tensorboard").iterdir()
+  assert event_file.name.endswith(f".{os.getpid()}")
+  # Every scalar of every record, as the float32 a summary holds.
+  assert read_scalars(str(event_file)) == {r["step"]: {k: float(np.float32(v)) for k, v in r.items() if k != "step"}
+                                           for r in records}
   back_cfg, back = hf.load_hf(str(tmp_path / "hf"), param_dtype="float32", compute_dtype="float32")
   assert back_cfg.hidden_size == cfg.hidden_size
   assert _max_diff(back, jax.device_get(trainer.state.params)) == 0.0

@@ -6,7 +6,9 @@ params' shardings at init, the placement of each tensor during checkpoint import
 KV-cache sharding, and the activation constraints inside the forward pass.
 
 A dimension whose size does not divide by the product of its mesh axes is replicated instead of
-failing (e.g. 3 KV heads on a tensor axis of 4), so one rule set serves every model size.
+failing (e.g. 3 KV heads on a tensor axis of 4), so one rule set serves every model size. Each such
+replication is logged once per (logical axes, shape, mesh) as a warning on "ssd_jax.models.sharding", so a
+run that asked for tensor (or data, expert) parallelism learns where it did not get it.
 
 The mesh uses Auto axis types: jax 0.10's `jax.make_mesh` defaults to Explicit axes, which reject
 `with_sharding_constraint` on unlisted axes; we want the compiler to propagate everything we don't pin.
@@ -15,6 +17,7 @@ The mesh uses Auto axis types: jax 0.10's `jax.make_mesh` defaults to Explicit a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Sequence
 
@@ -25,6 +28,11 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 Logical = tuple[str | None, ...]
+
+_log = logging.getLogger(__name__)
+# (rules, logical axes, shape, mesh shape) already warned about: spec runs for every param and on every trace,
+# and one line per array and mesh says all there is to say.
+_reported: set[tuple] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +70,44 @@ class ShardingRules:
     """PartitionSpec for an array with these logical axes; replicates dims that don't divide."""
     used: set[str] = set()
     out = []
+    dropped: list[str] = []
     for i, name in enumerate(logical):
       axes = tuple(a for a in self.mesh_axes(name) if a not in used)
       if mesh is not None:
+        # Axes of size 1 (or absent) split nothing, so leaving them out loses no parallelism.
         axes = tuple(a for a in axes if a in mesh.shape and mesh.shape[a] > 1)
-        if shape is not None and axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
+        if shape is not None:
+          asked = axes
           # Drop axes from the right until the dimension divides.
           while axes and shape[i] % math.prod(mesh.shape[a] for a in axes):
             axes = axes[:-1]
+          if axes != asked:
+            dropped.append(_describe_drop(name, i, int(shape[i]), asked, axes, mesh))
       used.update(axes)
       out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    if dropped:
+      key = (self, tuple(logical), tuple(int(d) for d in shape), tuple(mesh.shape.items()))
+      if key not in _reported:
+        _reported.add(key)
+        _log.warning("sharding rule not applied to an array of shape %s with logical axes %s on mesh %s: %s",
+                     key[2], key[1], dict(mesh.shape), "; ".join(dropped))
     return P(*out)
 
   def sharding(self, mesh: Mesh, logical: Logical, shape: Sequence[int]) -> NamedSharding:
     return NamedSharding(mesh, self.spec(logical, shape, mesh))
+
+
+def _describe_drop(name: str | None, dim: int, size: int, asked: tuple[str, ...], kept: tuple[str, ...],
+                   mesh: Mesh) -> str:
+  """One dimension's lost mesh axes: what the rule asked for, what is replicated, and sizes that would divide."""
+  ask = " x ".join(f"{a}={mesh.shape[a]}" for a in asked)
+  lost = ", ".join(asked[len(kept):])
+  fits = [d for d in range(2, min(size, mesh.size) + 1) if size % d == 0]
+  fix = (f"to shard it, make {' x '.join(asked)} one of {', '.join(map(str, fits))}" if fits
+         else f"no mesh axis size from 2 to {mesh.size} divides {size}")
+  kept_note = f" (kept {', '.join(kept)})" if kept else ""
+  return (f"logical axis {name!r} (dim {dim}, size {size}) asked for mesh axes {ask}, which do not divide {size}; "
+          f"replicated over {lost} instead{kept_note}; {fix}")
 
 
 def make_mesh(shape: dict[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -58,11 +58,3 @@ def chunked_nll(params: Params, h: jax.Array, targets: jax.Array, weights: jax.A
   else:
     nll = jnp.sum(jax.lax.map(lambda xs: chunk(*xs), (hs, ts, ws)))
   return nll, jnp.sum(ws)
-
-
-def reference_nll(params: Params, h: jax.Array, targets: jax.Array, weights: jax.Array, cfg: ModelConfig
-                  ) -> tuple[jax.Array, jax.Array]:
-  """The same quantity from full [B, S, V] logits; for tests of `chunked_nll`."""
-  logits = logits_from_hidden(params, h, cfg)
-  nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
-  return jnp.sum(nll * weights), jnp.sum(weights)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -59,6 +58,8 @@ class TrainConfig:
                        f"{self.grad_accum_steps} microbatches")
     if self.total_steps < 1 or self.warmup_steps < 0:
       raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {self.total_steps}, {self.warmup_steps}")
+    if self.learning_rate <= 0:  # The cosine's floor is a fraction of the peak.
+      raise ValueError(f"need learning_rate > 0, got {self.learning_rate}")
 
   @classmethod
   def thinking(cls, **overrides) -> "TrainConfig":
@@ -70,17 +71,16 @@ class TrainConfig:
 
 
 def lr_schedule(tc: TrainConfig) -> optax.Schedule:
-  """Linear warmup (never 0, so step 0 already learns) then cosine from the peak to the minimum lr."""
+  """Linear warmup (never 0, so step 0 already learns) then cosine from the peak to the minimum lr.
+
+  Warmup steps 0 ... warmup_steps - 1 take peak * (step + 1) / warmup_steps, so its last step is the peak; the
+  cosine starts again at the peak on step warmup_steps and reaches the minimum on step total_steps.
+  """
   peak, low, warm, total = tc.learning_rate, tc.min_learning_rate, tc.warmup_steps, tc.total_steps
-
-  def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
-    warmup = peak * (step + 1.0) / max(warm, 1)
-    frac = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
-    cosine = low + 0.5 * (peak - low) * (1.0 + jnp.cos(jnp.pi * frac))
-    return jnp.where(step < warm, warmup, cosine)
-
-  return schedule
+  # With warmup_steps 1 (one step at the peak) or 0 (no warmup) optax makes transition_steps <= 0 a constant.
+  warmup = optax.linear_schedule(peak / max(warm, 1), peak, transition_steps=warm - 1)
+  cosine = optax.cosine_decay_schedule(peak, decay_steps=max(total - warm, 1), alpha=low / peak)
+  return optax.join_schedules([warmup, cosine], boundaries=[warm])
 
 
 def _decay_mask(params):

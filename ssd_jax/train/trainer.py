@@ -132,25 +132,6 @@ def _cached_train_step(cfg: ModelConfig, tc: TrainConfig, sharding: Sharding, tr
   return jax.jit(step_fn, in_shardings=(shardings, batch_shd), out_shardings=(shardings, None), donate_argnums=0)
 
 
-def loss_and_grads(params: Params, batch: Mapping[str, np.ndarray], cfg: ModelConfig, tc: TrainConfig,
-                   sharding: Sharding = Sharding()) -> tuple[jax.Array, Params]:
-  """Token-weighted loss and its gradient on a batch [m, b, S] without an optimizer; for tests and probes."""
-  m = batch["inputs"].shape[0]
-  total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
-
-  def loss_fn(p):
-    out = 0.0
-    for i in range(m):
-      mb = {k: jnp.asarray(v[i]) for k, v in batch.items()}
-      h, bal = hidden_states(p, mb["inputs"], mb["segment_ids"], cfg, positions=mb["positions"], sharding=sharding,
-                             remat=tc.remat, attention=tc.attention)
-      nll, _ = chunked_nll(p, h, mb["targets"], mb["weights"], cfg, sharding, tc.loss_chunk_size)
-      out = out + nll / total
-    return out
-
-  return jax.jit(jax.value_and_grad(loss_fn))(params)
-
-
 def to_microbatches(batch: Mapping[str, np.ndarray], m: int) -> dict[str, np.ndarray]:
   """{k: [B, S]} -> {k: [m, B/m, S]}; microbatch i takes rows i*B/m ... (i+1)*B/m - 1."""
   out = {}
