@@ -48,6 +48,20 @@ def test_bad_override_stops_before_any_work(tmp_path, override, names):
   assert not os.path.exists(tmp_path / "w")  # nothing was started
 
 
+def test_an_unknown_key_is_one_line_with_or_without_a_config_file(tmp_path):
+  for args in ([], [f"--config={TINY}"]):
+    rc, out, err = _main(*args, f"--config.workdir={tmp_path}/w", "--config.sample.temprature=1.0", timeout=120)
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert "config.sample has no field 'temprature' (did you mean temperature?)" in err
+    assert json.loads(out.strip().splitlines()[-1])["error"] == "unknown config keys"
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_help_says_where_the_fields_are():
+  rc, out, err = _main("--help", timeout=120)
+  assert "configs/default.py" in out + err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("override, names", [
     ("--config.eval.models=('base','bogus')", "eval.models"),
     ("--config.data.subset=third_half", "data.subset"),
@@ -234,7 +248,7 @@ def test_sampling_fields_of_the_config_reach_synthesis_and_the_engine(tmp_path, 
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   import synth_helper  # pylint: disable=import-outside-toplevel
 
-  from ssd_jax import main
+  from ssd_jax import main, stages
   from ssd_jax.data import synthesis
   from ssd_jax.data.sources import PromptRecord
   from ssd_jax.sampling.engine import Engine
@@ -246,10 +260,10 @@ def test_sampling_fields_of_the_config_reach_synthesis_and_the_engine(tmp_path, 
   config.eval.ssd.min_p = 0.1
   config.analysis.diagnostics = False
   main.check_config(config)
-  scfg = main.synthesis_config(config)
+  scfg = stages.synthesis_config(config)
   want = SamplingConfig(temperature=0.9, top_k=7, top_p=0.85, min_p=0.05, max_new_tokens=12)
   assert scfg.sampling == want and dict(scfg.chat_template_kwargs) == {"enable_thinking": False}
-  assert main.eval_sampling(config, "ssd").sampling.min_p == 0.1
+  assert stages.eval_sampling(config, "ssd").sampling.min_p == 0.1
 
   seen = {}
   render = synthesis.render_prompts

@@ -266,11 +266,14 @@ class Trainer:
 def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer: Tokenizer, data_cfg: DataConfig,
             tc: TrainConfig, workdir: str, *, export_dir: str | None = None, tokenizer_dir: str | None = None,
             mesh: Mesh | None = None, rules: ShardingRules | None = None, num_steps: int | None = None,
+            on_step: Callable[[int, dict | None], None] | None = None,
             **template_kwargs: Any) -> tuple[Trainer, DataStats]:
-  """The whole SFT stage: shards -> packed batches -> train (resuming from workdir) -> optional HF export.
+  """The SFT stage (the pipeline's and the tests'): shards -> batches -> train (resuming from workdir) -> HF export.
 
   `num_steps` stops (with a checkpoint) before tc.total_steps without changing the schedule; a later call
-  resumes. Bad rows are logged with their ids (and counted in the returned stats); they never stop the run.
+  resumes. Bad rows are logged with their ids (and counted in the returned stats); they never stop the run. The
+  export is written when `export_dir` is given, unless it exists already and this call trained no step (a rerun of
+  a finished stage). `on_step` as in `Trainer.fit`.
   """
   data_iter, stats = build_iterator(shards, tokenizer, data_cfg, tc.global_batch_size // jax.process_count(),
                                     **template_kwargs)
@@ -278,9 +281,18 @@ def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer
   for row_id, reason in stats.bad:
     log.warning("bad row %s: %s", row_id, reason)
   trainer = Trainer(cfg, tc, params, workdir, mesh=mesh, rules=rules)
+  first_step = []
+
+  def step_hook(step: int, metrics: dict | None) -> None:
+    if not first_step:
+      first_step.append(step)  # fit reports the restored step first
+    if on_step is not None:
+      on_step(step, metrics)
+
   try:
-    trainer.fit(data_iter, num_steps=num_steps)
-    if export_dir is not None:
+    trainer.fit(data_iter, num_steps=num_steps, on_step=step_hook)
+    exported = export_dir is not None and os.path.exists(os.path.join(export_dir, "config.json"))
+    if export_dir is not None and (not exported or int(trainer.state.step) != first_step[0]):
       trainer.export(export_dir, tokenizer_dir=tokenizer_dir, overwrite=True)
   finally:
     trainer.close()
