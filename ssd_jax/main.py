@@ -49,6 +49,11 @@ def check_config(config: config_dict.ConfigDict) -> None:
       raise ConfigValueError(f"config.{key} = {_get(config, key)!r}: expected {expected}")
 
   need(bool(config.workdir), "workdir", "a directory path")
+  need(not os.path.exists(config.workdir) or os.path.isdir(config.workdir), "workdir",
+       "a directory (this path is a file; choose another --config.workdir)")
+  checkpoint = config.model.checkpoint
+  need(checkpoint in ("", "random") or os.path.exists(checkpoint), "model.checkpoint",
+       "an existing HF directory, .gguf file or orbax directory (this path does not exist), or 'random'")
   need(config.data.subset in stages.SUBSETS, "data.subset", f"one of {stages.SUBSETS}")
   need(config.eval.subset in stages.SUBSETS, "eval.subset", f"one of {stages.SUBSETS}")
   models = tuple(config.eval.models)
@@ -138,6 +143,7 @@ def main(config_flag, stage_flag, argv):
   for chatty in ("absl", "jax", "matplotlib"):  # orbax logs every checkpoint step through absl at INFO
     logging.getLogger(chatty).setLevel(logging.WARNING)
   from ssd_jax.eval.sandbox import SandboxError
+  from ssd_jax.models.config import ConfigError
 
   config = config_flag.value
   try:
@@ -150,6 +156,10 @@ def main(config_flag, stage_flag, argv):
     print(f"error: {e}", file=sys.stderr)
     print(json.dumps({"error": str(e)}))
     sys.exit(1)
+  except ConfigError as e:  # a checkpoint that cannot be read (truncated, unsupported); the message names it
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"error": str(e)}))
+    sys.exit(2)
   print(json.dumps(result, default=str))
 
 

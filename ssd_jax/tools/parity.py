@@ -4,7 +4,8 @@
   python -m ssd_jax.tools.parity --gguf FILE      # a GGUF file (transformers dequantizes it too)
 
 Needs no tokenizer files. The last line printed is one JSON object with max_abs_logit_diff,
-top1_agreement and the verdict; the exit code is 1 when the difference exceeds --tolerance.
+top1_agreement and the verdict. Exit codes: 0 within --tolerance, 1 over it, 2 when the check could not run
+(torch/transformers missing: `pip install -e '.[test]'`, or an unreadable checkpoint); the JSON says which.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ import sys
 import time
 
 
+class CannotRun(RuntimeError):
+  """The comparison could not run (a missing reference library or an unreadable checkpoint)."""
+
+
 def compare(hf_dir: str | None, gguf_file: str | None, batch: int, seq_len: int, seed: int) -> dict:
   """Loads both implementations and returns the comparison as a dict."""
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   import jax
   import numpy as np
-  import torch
-  import transformers
+  try:
+    import torch
+    import transformers
+  except ImportError as e:
+    raise CannotRun(f"the parity check compares against transformers on CPU torch ({e.name} is not installed): "
+                    "install the test extras, `pip install -e '.[test]'`") from None
 
   from ssd_jax.models import gguf, hf, transformer
 
@@ -68,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens")
   parser.add_argument("--tolerance", type=float, default=1e-3, help="largest acceptable max |logit difference|")
   args = parser.parse_args(argv)
-  result = compare(args.hf_dir, args.gguf, args.batch, args.seq_len, args.seed)
+  from ssd_jax.models.config import ConfigError
+  try:
+    result = compare(args.hf_dir, args.gguf, args.batch, args.seq_len, args.seed)
+  except (CannotRun, ConfigError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"ok": None, "error": str(e)}))
+    return 2
   result["tolerance"] = args.tolerance
   result["ok"] = result["max_abs_logit_diff"] <= args.tolerance
   print(f"{result['source']}: {result['model_type']}, {result['num_layers']} layers, vocab {result['vocab_size']}")
