@@ -435,7 +435,7 @@ def test_reap_uid_kills_every_process_of_the_uid():
   tools = isolation.find_tools()
   sleepers = [subprocess.Popen([tools["setpriv"], "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
                                 "sleep", "60"], start_new_session=True) for _ in range(3)]
-  deadline = time.monotonic() + 5
+  deadline = time.monotonic() + 60  # bounds a hang only: the loop ends as soon as all three run
   while len(_live_pids_of_uid(uid)) < 3 and time.monotonic() < deadline:
     time.sleep(0.01)
   assert sorted(isolation.reap_uid(tools, uid)) == sorted(p.pid for p in sleepers)
