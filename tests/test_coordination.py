@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -44,10 +43,10 @@ def _two_processes(args0: list[str], args1: list[str], timeout: float) -> list[t
 
 
 def test_barrier_is_a_noop_on_one_process():
-  t0 = time.time()
   for _ in range(3):
     coordination.barrier("test.alone", timeout_s=0.001)
-  assert time.time() - t0 < 1
+  # One process returns before a barrier is even counted, whatever the timeout.
+  assert coordination._entered["test.alone"] == 0  # pylint: disable=protected-access
   assert coordination.is_coordinator() and coordination.process_count() == 1
 
 
@@ -75,7 +74,7 @@ def test_missing_processes_read_from_the_service_message(names, expected):
 def test_late_process_past_an_explicit_timeout_is_an_error_naming_the_barrier():
   (rc0, out0, err0), (rc1, out1, _) = _two_processes(["barrier", "0", "3"], ["barrier", "10", "3"], timeout=120)
   assert rc0 == 3, err0[-3000:]
-  assert 3 <= out0["waited_s"] < 9
+  assert out0["waited_s"] >= 3  # the timeout fired, and not before its 3 s
   for words in ("'test.meet'", "after 3 s", "process 1 had not reached it", "--config.distributed.barrier_timeout_s"):
     assert words in out0["error"]
   assert rc1 == 3 and "this one came after the others had given up" in out1["error"]  # not waiting for no one
@@ -88,7 +87,7 @@ def test_processes_meeting_far_apart_both_pass():
                                                         timeout=BARRIER_LATE_S + 120)
   assert rc0 == 0, err0[-3000:]
   assert rc1 == 0, err1[-3000:]
-  assert out1["waited_s"] >= BARRIER_LATE_S - 5 and out0["waited_s"] < 10
+  assert out1["waited_s"] >= BARRIER_LATE_S - 5  # process 1 waited at the barrier for the late process 0
 
 
 @pytest.mark.slow

@@ -1,102 +1,38 @@
 """LCB-parity golden tests for extraction, program building, judging and pass@k (code_eval.md §12).
 
-Programs run through `FakeSandbox`, a test-only stand-in that mirrors the real sandbox's contract (files under
-/sandbox, `python3 -I -B -X int_max_str_digits=50000`, stdin from a file, the result channel on fd 3 with 4-byte
-big-endian framing) without any isolation; end-to-end runs through `ssd_jax.eval.sandbox.Sandbox` live elsewhere.
+Programs run in the real sandbox (`ssd_jax.eval.sandbox.Sandbox`, bubblewrap as root, as CI runs), so the judge
+sees exactly the outcomes a real evaluation gets: frames parsed by the sandbox, output and memory limits,
+signals, and infrastructure failures (SANDBOX_ERROR).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import decimal
+import json
 import math
-import os
-import signal
 import subprocess
-import tempfile
-import threading
-import time
+import sys
 
 import pytest
 
+from ssd_jax.eval import isolation
 from ssd_jax.eval.compare import lcb_stdout_equal
 from ssd_jax.eval.extract import extract_code, extract_first_python_block
 from ssd_jax.eval.judge import SampleResult, judge_many, judge_sample
 from ssd_jax.eval.lcb import Problem, TestCase, load_humaneval_problems
 from ssd_jax.eval.passk import pass_at_k, score
 from ssd_jax.eval.programs import FrameError, Opaque, decode_frame, detect_stdin_idioms, lcb_wrap_stdin
-from ssd_jax.eval.sandbox import Program, RunResult
+from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
 
-PYTHON = "/usr/bin/python3"
-pytestmark = pytest.mark.skipif(not os.access(PYTHON, os.X_OK), reason="needs /usr/bin/python3")
-
-
-class FakeSandbox:
-  """Test-only: runs a `Program` as a plain subprocess (no isolation) with the real sandbox's I/O contract."""
-
-  isolation = "test-fake"
-
-  def __init__(self):
-    self.batches: list[int] = []
-
-  def run(self, program: Program, slot: int = 0) -> RunResult:
-    del slot
-    with tempfile.TemporaryDirectory(prefix="ej_fake_") as root:
-      files, cwd = os.path.join(root, "sandbox"), os.path.join(root, "tmp")
-      os.mkdir(files)
-      os.mkdir(cwd)
-      for name, data in program.files.items():
-        with open(os.path.join(files, name), "wb") as f:
-          f.write(data)
-      argv = [files + a[len("/sandbox"):] if a.startswith("/sandbox/") else a for a in program.argv]
-      with open(os.path.join(root, "stdin"), "wb") as f:
-        f.write(program.stdin)
-      return self._launch(argv, os.path.join(root, "stdin"), cwd, program.wall_timeout_s or 10.0)
-
-  def _launch(self, argv: list[str], stdin_path: str, cwd: str, wall: float) -> RunResult:
-    read_end, write_end = os.pipe()
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 1 << 16), b"")))
-    move = "" if write_end == 3 else f" {write_end}>&-"
-    start = time.monotonic()
-    with open(stdin_path, "rb") as stdin:
-      proc = subprocess.Popen(["bash", "-c", f'exec 3>&{write_end}{move}; exec "$@"', "fake", PYTHON, "-I", "-B",
-                               "-X", "int_max_str_digits=50000", *argv], stdin=stdin, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, pass_fds=(write_end,), cwd=cwd, start_new_session=True)
-    os.close(write_end)
-    reader.start()
-    timed_out = False
-    try:
-      stdout, stderr = proc.communicate(timeout=wall)
-    except subprocess.TimeoutExpired:
-      timed_out = True
-      os.killpg(proc.pid, signal.SIGKILL)
-      stdout, stderr = proc.communicate()
-    reader.join(5)
-    os.close(read_end)
-    data, frames, frames_error = b"".join(chunks), [], None
-    while data:
-      size = int.from_bytes(data[:4], "big")
-      if len(data) < 4 or len(data) < 4 + size:
-        frames_error = "truncated frame"
-        break
-      frames.append(data[4:4 + size])
-      data = data[4 + size:]
-    code = proc.returncode
-    outcome = "timeout" if timed_out else "signaled" if code < 0 else "exited"
-    return RunResult(outcome=outcome, returncode=None if code < 0 else code, signal=-code if code < 0 else None,
-                     stdout=stdout, stdout_truncated=False, stderr=stderr[-65536:], frames=tuple(frames),
-                     frames_error=frames_error, wall_s=time.monotonic() - start, isolation=self.isolation)
-
-  def run_many(self, programs):
-    self.batches.append(len(programs))
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-      return list(pool.map(self.run, programs))
+# Distinct from the other test modules' slot uids, so that their sandboxes do not serialize with this one.
+BASE_UID = 61900
+STDOUT_CAP = 1 << 20  # small, so that the output-limit test floods it in milliseconds
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-  return FakeSandbox()
+  with Sandbox(SandboxConfig(workers=2, base_uid=BASE_UID, stdout_cap=STDOUT_CAP)) as box:
+    yield box
 
 
 def stdin_problem(*tests: tuple[str, str], pid: str = "abc000_a") -> Problem:
@@ -225,15 +161,17 @@ def test_stdin_stops_at_first_failure_and_reports_errors(sandbox):
   assert slow.verdict == "TLE" and slow.details["lcb_code"] == -3
 
 
-def test_judge_many_advances_stdin_samples_in_lock_step(sandbox):
+def test_judge_many_advances_stdin_samples_in_lock_step(sandbox, monkeypatch):
   problem = stdin_problem(("1\n", "1\n"), ("2\n", "2\n"), ("3\n", "3\n"))
   samples = [(problem, fenced("print(input())"), 0), (problem, fenced("print(1)"), 1),
              (problem, "no code", 2), (problem, fenced("print(input())"), 3)]
-  sandbox.batches.clear()
+  batches = []
+  run_many = sandbox.run_many
+  monkeypatch.setattr(sandbox, "run_many", lambda programs: batches.append(len(programs)) or run_many(programs))
   results = judge_many(samples, sandbox, mode="plain")
   assert [r.verdict for r in results] == ["AC", "WA", "NO_CODE", "AC"]
   assert [r.sample_index for r in results] == [0, 1, 2, 3]
-  assert sandbox.batches == [3, 3, 2]  # sample 1 fails its second test
+  assert batches == [3, 3, 2]  # sample 1 fails its second test
 
 
 def test_stdin_idiom_detector():
@@ -345,6 +283,92 @@ def test_humaneval_positive_evidence(sandbox):
                         (first, "", 4), (first, "    while True: pass\n", 5)], sandbox, timeout_s=0.5)
   assert [r.verdict for r in results] == ["AC", "RE", "RE", "WA", "NO_CODE", "TLE"]
   assert results[0].tests_passed == results[0].tests_total == 1
+
+
+# --- outcomes only the sandbox produces: output limit, memory limit by signal, infrastructure failure -------------
+
+def test_output_limit_is_ole_at_the_flooding_test(sandbox):
+  problem = stdin_problem(("1\n", "1\n"), ("9\n", "9\n"))
+  flood = f"n = int(input())\nprint(n if n < 5 else 'x' * {2 * STDOUT_CAP})"
+  for mode in ("real_io", "plain"):
+    result = judge_sample(problem, fenced(flood), sandbox, mode=mode)
+    assert (result.verdict, result.tests_passed, result.details["failed_test"]) == ("OLE", 1, 1), (mode, result)
+    assert result.details["outcome"] == "output_limit" and result.details["lcb_code"] == -2  # a WA for LCB
+  # lcb_compat captures print() in a StringIO, as LCB does; a write to the real fd 1 still meets the limit, and the
+  # grading process, killed, leaves LCB's [-2] with code -5.
+  raw = f"import os\nn = int(input())\nif n < 5:\n    print(n)\nelse:\n    os.write(1, b'x' * {2 * STDOUT_CAP})"
+  result = judge_sample(problem, fenced(raw), sandbox)
+  assert (result.verdict, result.tests_passed, result.details["outcome"]) == ("OLE", 0, "output_limit"), result
+  assert result.details["lcb_results"] == [-2] and result.details["lcb_error_code"] == -5
+
+
+# Fills the address space up to the limit, then crashes in C code (as an extension that does not check a failed
+# allocation would): killed by SIGSEGV at a peak RSS near the limit.
+EXHAUST_THEN_CRASH = """import ctypes
+chunks = []
+try:
+    while True:
+        chunks.append(b"x" * (16 << 20))
+except MemoryError:
+    pass
+ctypes.string_at(0)
+"""
+
+# The sandbox reports a peak RSS only above its parent's own peak (ru_maxrss survives the launcher's fork and exec),
+# and this process's peak depends on what the suite ran before: the judging runs in a fresh interpreter.
+JUDGE_FRESH = """
+import json, sys
+from ssd_jax.eval.judge import judge_sample
+from ssd_jax.eval.lcb import Problem, TestCase
+from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
+
+spec = json.loads(sys.argv[1])
+problem = Problem(id="abc000_a", title="t", platform="atcoder", difficulty="easy", contest_date=None, starter_code="",
+                  fn_name=None, mode="stdin", tests=tuple(TestCase(i, o, "stdin") for i, o in spec["tests"]),
+                  n_public=len(spec["tests"]))
+with Sandbox(SandboxConfig(workers=1, base_uid=spec["base_uid"], memory_bytes=spec["memory_bytes"])) as sandbox:
+  for mode in spec["modes"]:
+    print(json.dumps(judge_sample(problem, spec["completion"], sandbox, mode=mode).to_json()))
+"""
+
+
+def test_memory_limit_by_signal_is_mle_and_a_small_crash_is_re(sandbox):
+  modes = ["lcb_compat", "real_io", "plain"]
+  spec = {"tests": [["", "1"]], "completion": fenced(EXHAUST_THEN_CRASH), "modes": modes, "base_uid": BASE_UID + 2,
+          "memory_bytes": 512 << 20}
+  proc = subprocess.run([sys.executable, "-c", JUDGE_FRESH, json.dumps(spec)], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = [json.loads(line) for line in proc.stdout.splitlines()]
+  assert [r["verdict"] for r in results] == ["MLE"] * len(modes), results
+  for r in results:
+    assert (r["details"]["outcome"], r["details"]["signal"], r["tests_passed"]) == ("signaled", 11, 0), r
+  assert results[0]["details"]["lcb_results"] == [-2] and results[0]["details"]["lcb_error_code"] == -5
+  # The same signal far below the memory limit is a runtime error.
+  crash = fenced("import ctypes\nctypes.string_at(0)")
+  for mode in modes:
+    result = judge_sample(stdin_problem(("", "1")), crash, sandbox, mode=mode)
+    assert (result.verdict, result.details["signal"]) == ("RE", 11), (mode, result)
+
+
+def test_a_sandbox_that_cannot_start_the_program_is_sandbox_error_in_every_mode(sandbox, monkeypatch):
+  # Only the sandbox can say that it did not start a program: one that mimics bwrap's complaint is an RE.
+  mimic = fenced("import sys\nsys.stderr.write(\"bwrap: Unknown option --x\\n\")\nsys.exit(1)")
+  assert judge_sample(stdin_problem(("", "1")), mimic, sandbox, mode="plain").verdict == "RE"
+  # bwrap giving up before it starts the program (as on a host that forbids namespaces): here, an option it rejects.
+  bwrap_argv = isolation.bwrap_argv
+  monkeypatch.setattr(isolation, "bwrap_argv",
+                      lambda *args, **kwargs: bwrap_argv(*args, **kwargs) + ["--ssd-jax-no-such-option"])
+  humaneval = load_humaneval_problems()[0]
+  samples = [(stdin_problem(("1\n", "1\n")), fenced("print(input())"), 0),
+             (call_problem("f", ("1", "1")), fenced("def f(x):\n    return x"), 1),
+             (humaneval, humaneval.canonical_solution, 2)]
+  for mode in ("lcb_compat", "real_io", "plain"):
+    for result in judge_many(samples, sandbox, mode=mode):
+      assert (result.verdict, result.tests_passed, result.details["failed_test"]) == ("SANDBOX_ERROR", 0, 0), result
+      assert result.details["outcome"] == "sandbox_error" and result.details["lcb_code"] is None
+      assert "did not start the program" in result.details["sandbox_error"], result
+      assert "--ssd-jax-no-such-option" in result.details["sandbox_error"], result
 
 
 # --- §12.9 pass@k -------------------------------------------------------------------------------------------------

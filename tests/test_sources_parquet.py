@@ -4,12 +4,11 @@ import json
 import os
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-
-from ssd_jax.data.sources import BadRowError, SourceError, SourceSpec, load_source  # noqa: E402
+from ssd_jax.data.sources import BadRowError, SourceError, SourceSpec, load_source
 
 # The rStar-Coder seed_sft columns the loader reads, plus one it must not (the reference solution, large on the hub).
 ROWS = [
@@ -153,7 +152,7 @@ def test_hub_data_files_pattern_selects_files(fake_hub):
 
 
 def test_hub_id_offline_names_the_id_and_the_local_path_way(monkeypatch):
-  pytest.importorskip("huggingface_hub")
+  import huggingface_hub  # noqa: F401  the `hub` extra: CI has it through transformers, so missing it fails here
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   spec = SourceSpec("rstar_seed", hub_id="ssd-jax-tests/no-such-dataset", hub_config="seed_sft")
   with pytest.raises(SourceError) as info:

