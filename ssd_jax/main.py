@@ -69,7 +69,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   need(config.eval.mode in ("lcb_compat", "real_io", "plain"), "eval.mode", "'lcb_compat', 'real_io' or 'plain'")
   try:  # the settings the stages will build, built now: a bad or unknown field is refused before any work
     stages.synthesis_config(config)
-    stages.train_settings(config)
+    stages.train_settings(config, backend="cpu")  # no jax call before jax.distributed.initialize
     for name in EVAL_MODELS:
       stages.eval_sampling(config, name)
   except ValueError as e:

@@ -57,10 +57,9 @@ def eval_sampling(config: config_dict.ConfigDict, model: str):
                       chat_template_kwargs=ev.chat_template_kwargs.to_dict())
 
 
-def train_settings(config: config_dict.ConfigDict):
-  """`config.train` as (TrainConfig, DataConfig); "auto" attention resolved for this backend."""
-  import jax
-
+def train_settings(config: config_dict.ConfigDict, backend: str | None = None):
+  """`config.train` as (TrainConfig, DataConfig); "auto" attention resolved for `backend` (default: jax's, which
+  initializes it: the config checks, which run before jax.distributed, pass one)."""
   from ssd_jax.train.optim import TrainConfig
   from ssd_jax.train.pipeline import DataConfig
 
@@ -69,7 +68,10 @@ def train_settings(config: config_dict.ConfigDict):
   check_fields(t, known, "train", "TrainConfig / DataConfig")
   fields = {k: v for k, v in t.items() if k in TrainConfig.__dataclass_fields__}
   if t["attention"] == "auto":
-    fields["attention"] = "cudnn" if jax.default_backend() == "gpu" and not t["packing"] else "xla"
+    if backend is None:
+      import jax
+      backend = jax.default_backend()
+    fields["attention"] = "cudnn" if backend == "gpu" and not t["packing"] else "xla"
   data = DataConfig(**{field: t[key] for key, field in _TRAIN_DATA_KEYS.items()})
   return TrainConfig(**fields), data
 
