@@ -471,7 +471,9 @@ def test_cli(tmp_path):
   assert rc == 0 and out["verdict"] == "RE" and "boom" in out["stderr_tail"] and out["returncode"] == 1
   missing = tmp_path / "absent.txt"
   rc, out, err = _cli(tmp_path, add, "--stdin", str(missing))
-  assert rc == 2 and out is None and str(missing) in err
+  assert rc == 2 and str(missing) in err and str(missing) in out["error"]  # bad input: the JSON line too
+  rc, out, err = _cli(tmp_path, add, "--timeout", "0")
+  assert rc == 2 and "--timeout must be positive" in err and "--timeout must be positive" in out["error"]
 
 
 @pytest.mark.usefixtures("root")
@@ -498,7 +500,8 @@ def test_cli_on_a_host_without_bwrap_refuses_unless_opted_in(tmp_path):
 def test_cli_refuses_a_missing_code_file(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "ssd_jax.eval.run", "--code", str(tmp_path / "nope.py")],
                         capture_output=True, text=True, cwd=PROJECT, timeout=60)
-  assert proc.returncode == 2 and "nope.py" in proc.stderr and proc.stdout == ""
+  assert proc.returncode == 2 and "nope.py" in proc.stderr
+  assert "nope.py" in json.loads(proc.stdout.strip().splitlines()[-1])["error"]  # the JSON last line on errors too
 
 
 def test_tempdirs_are_private_and_removed(host, level):
