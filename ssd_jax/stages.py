@@ -9,7 +9,6 @@ the run stops before any work. The stages share one `Run`: the config, the mesh,
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from ssd_jax.files import read_jsonl
 from ssd_jax.settings import check_fields
 
 log = logging.getLogger("ssd_jax")
@@ -423,10 +423,7 @@ def _is_hf_dir(path: str | None) -> bool:
 
 
 def _read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return read_jsonl(path, torn="drop", missing_ok=True)
 
 
 def _progress(**kwargs):

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from ssd_jax.files import read_jsonl, write_atomic, write_json_atomic
+
 __all__ = ["collect", "paired_comparison", "write_report"]
 
 
@@ -23,10 +25,7 @@ def _load_json(path: str) -> Any:
 
 
 def _metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return read_jsonl(path, torn="drop", missing_ok=True)  # appended per step: a kill may tear the last line
 
 
 def _eval_runs(model_dir: str) -> dict[str, dict]:
@@ -203,11 +202,7 @@ def write_report(workdir: str, config) -> dict[str, Any]:
     config_json = config.to_json_best_effort(indent=1, sort_keys=True)
     summary["plots"] = plots
     summary["report"] = os.path.join(workdir, "report.md")
-    with open(summary["report"] + ".tmp", "w") as f:
-      f.write(_markdown(summary, config_json, plots))
-    os.replace(summary["report"] + ".tmp", summary["report"])
-    public = {k: v for k, v in summary.items() if not k.startswith("_")}
-    with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
-      json.dump(public, f, indent=1, sort_keys=True)
-    os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+    write_atomic(summary["report"], _markdown(summary, config_json, plots))
+    write_json_atomic(os.path.join(workdir, "summary.json"),
+                      {k: v for k, v in summary.items() if not k.startswith("_")})
   return {k: v for k, v in summary.items() if not k.startswith("_")}

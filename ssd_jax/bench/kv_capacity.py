@@ -37,6 +37,7 @@ import statistics
 
 import numpy as np
 
+from ssd_jax.files import read_jsonl
 from ssd_jax.models import paged
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.sampling.scheduler import Scheduler, SchedulerConfig
@@ -71,10 +72,8 @@ def measured_lengths(path: str) -> list[tuple[int, int]]:
   files = sorted(glob.glob(os.path.join(path, "samples-*.jsonl"))) if os.path.isdir(path) else [path]
   out = []
   for name in files:
-    with open(name) as f:
-      for line in f:
-        row = json.loads(line)
-        out.append((int(row["prompt_tokens"]), max(1, min(int(row["num_tokens"]), MAX_NEW))))
+    for row in read_jsonl(name, torn="error"):
+      out.append((int(row["prompt_tokens"]), max(1, min(int(row["num_tokens"]), MAX_NEW))))
   if not out:
     raise ValueError(f"{path}: no rows with prompt_tokens and num_tokens")
   return out

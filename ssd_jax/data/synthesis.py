@@ -28,6 +28,7 @@ barrier, process 0 alone writes the manifest.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ import jax
 from ssd_jax.coordination import barrier
 from ssd_jax.data.prompts import PROMPT_STYLES, RenderedPrompt, render_prompts
 from ssd_jax.data.sources import PromptRecord, SourceReport, check_unique_ids
+from ssd_jax.files import JsonlError, read_jsonl, write_atomic
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.loader import LoadedModel
 from ssd_jax.models.transformer import NO_SHARDING, Sharding
@@ -52,7 +54,7 @@ __all__ = ["DegeneracyRule", "MANIFEST", "PLAN", "SynthesisConfig", "SynthesisEr
 log = logging.getLogger(__name__)
 
 MANIFEST, PLAN = "manifest.json", "plan.json"
-_SHARD_PREFIX, _SHARD_SUFFIX, _TMP = "samples-", ".jsonl", ".tmp"
+_SHARD_PREFIX, _SHARD_SUFFIX = "samples-", ".jsonl"
 
 
 class SynthesisError(RuntimeError):
@@ -174,50 +176,19 @@ def _prompt_digest(prompts: Sequence[RenderedPrompt]) -> str:
   return h.hexdigest()
 
 
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
 def _commit(path: str, data: bytes, overwrite: bool = False) -> None:
-  """Writes `data` to `path` atomically: temp file, fsync, then a link that fails if `path` exists."""
-  tmp = path + _TMP
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  if overwrite:
-    os.replace(tmp, path)
-  else:
-    try:
-      os.link(tmp, path)  # atomic and never overwrites
-    except FileExistsError as e:
-      os.unlink(tmp)
-      raise SynthesisError(f"{path} already exists; refusing to overwrite it") from e
-    except OSError:  # filesystems without hard links
-      if os.path.exists(path):
-        os.unlink(tmp)
-        raise SynthesisError(f"{path} already exists; refusing to overwrite it") from None
-      os.rename(tmp, path)
-    else:
-      os.unlink(tmp)
-  _fsync_dir(os.path.dirname(os.path.abspath(path)))
+  """Writes `data` to `path` atomically; never over an existing file unless `overwrite`."""
+  try:
+    write_atomic(path, data, overwrite=overwrite)
+  except FileExistsError as e:
+    raise SynthesisError(f"{path} already exists; refusing to overwrite it") from e
 
 
 def _read_shard(path: str) -> list[dict]:
-  rows = []
-  with open(path, "rb") as f:
-    for line_no, raw in enumerate(f, start=1):
-      if not raw.endswith(b"\n"):
-        raise SynthesisError(f"{path}:{line_no}: truncated line in a committed shard; the file is corrupt")
-      try:
-        rows.append(json.loads(raw))
-      except json.JSONDecodeError as e:
-        raise SynthesisError(f"{path}:{line_no}: invalid JSON in a committed shard ({e.msg})") from e
-  return rows
+  try:
+    return read_jsonl(path, torn="error")  # committed whole: a torn or invalid line is corruption
+  except JsonlError as e:
+    raise SynthesisError(f"{e} (a committed shard)") from e
 
 
 def _check_shard(path: str, shard: Sequence[RenderedPrompt], n: int) -> list[dict]:
@@ -308,8 +279,10 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
       _check_shard(path, shards[k], config.n_per_prompt)
       resumed.append(k)
       continue
-    if os.path.exists(path + _TMP):  # torn by a kill before its commit: never part of the output
-      os.unlink(path + _TMP)
+    torn = glob.glob(glob.escape(path) + ".tmp*")  # left by a kill before its commit: never part of the output
+    for tmp in torn:
+      os.unlink(tmp)
+    if torn:
       discarded.append(k)
     if engine is None:
       engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding, decode_text=tok.decode)

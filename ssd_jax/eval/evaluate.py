@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ssd_jax.data.prompts import render_prompts
 from ssd_jax.data.sources import PromptRecord, humaneval_question
 from ssd_jax.eval.extract import extract_code
+from ssd_jax.files import read_jsonl, write_atomic, write_json_atomic
 from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
 from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
@@ -88,27 +89,6 @@ def humaneval_completion(text: str) -> str:
   return extraction.code if extraction.fence_count >= 2 else text
 
 
-def _read_jsonl(path: str) -> list[dict]:
-  rows = []
-  if not os.path.exists(path):
-    return rows
-  with open(path, "rb") as f:
-    for raw in f:
-      if not raw.endswith(b"\n"):
-        break  # torn by a kill mid-write: that batch is judged again
-      rows.append(json.loads(raw))
-  return rows
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def _result_from_json(row: Mapping[str, Any]) -> SampleResult:
   return SampleResult(row["problem_id"], int(row["sample_index"]), row["verdict"], int(row["tests_passed"]),
                       int(row["tests_total"]), float(row["wall_s"]), row["isolation"], row.get("details", {}))
@@ -116,7 +96,8 @@ def _result_from_json(row: Mapping[str, Any]) -> SampleResult:
 
 def read_results(path: str) -> dict[tuple[str, int], SampleResult]:
   """A results file's verdicts by (problem id, sample index); a sample judged again keeps its latest line."""
-  return {(r.problem_id, r.sample_index): r for r in map(_result_from_json, _read_jsonl(path))}
+  rows = read_jsonl(path, torn="drop", missing_ok=True)  # appended batch by batch: a kill may tear the last line
+  return {(r.problem_id, r.sample_index): r for r in map(_result_from_json, rows)}
 
 
 def _append_results(path: str, results: Sequence[SampleResult]) -> None:
@@ -162,9 +143,9 @@ def judge_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
     done = {key: r for key, r in read_results(results_path).items()
             if key in judged and r.verdict != "SANDBOX_ERROR"
             and r.details.get("completion_sha256") == completion_digest(judged[key])}
-    # Rewrite without a torn tail, superseded runs or verdicts on other texts, so appends start on a line boundary.
-    with open(results_path, "w") as f:
-      f.writelines(json.dumps(r.to_json()) + "\n" for r in done.values())
+    # Rewrite without a torn tail, superseded runs or verdicts on other texts, so appends start on a line boundary
+    # (atomically: a kill during the rewrite must not lose the verdicts already paid for).
+    write_atomic(results_path, "".join(json.dumps(r.to_json()) + "\n" for r in done.values()))
   todo = [(by_id[pid], text, index) for (pid, index), text in judged.items() if (pid, index) not in done]
   total = sum(len(samples[p.id]) for p in problems)
   for _ in range(settings.sandbox_attempts):
@@ -228,7 +209,7 @@ def score_samples(problems: Sequence[Problem], samples: Mapping[str, Sequence[st
   summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=tag, extra=extra,
                       environment=getattr(sandbox, "environment", None))
   if out_dir:
-    _write_json_atomic(os.path.join(out_dir, f"{tag}.summary.json"), summary)
+    write_json_atomic(os.path.join(out_dir, f"{tag}.summary.json"), summary)
   return summary
 
 
@@ -265,7 +246,7 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
 def _load_samples(path: str, problems: Sequence[Problem], sampling: EvalSampling, random_stream: str
                   ) -> dict[str, list[str]] | None:
   """The answers of a complete samples file drawn with this seed and random-stream scheme, else None (resample)."""
-  rows = {row["problem_id"]: row for row in _read_jsonl(path)}
+  rows = {row["problem_id"]: row for row in read_jsonl(path, torn="drop", missing_ok=True)}
   if all(p.id in rows and len(rows[p.id]["completions"]) == sampling.n and rows[p.id].get("seed") == sampling.seed
          and rows[p.id].get("random_stream") == random_stream for p in problems):
     return {p.id: list(rows[p.id]["completions"]) for p in problems}
@@ -303,12 +284,9 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
       texts, reasons = sample_completions(
           engine, tokenizer, share, run_sampling, max_prompt_tokens=max_prompt_tokens,
           progress=(lambda done, total: progress("sample", done, total)) if progress else None)
-      tmp = f"{samples_path}.tmp.{os.getpid()}"
-      with open(tmp, "w") as f:
-        for p in share:
-          f.write(json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id],
-                              "seed": run_sampling.seed, "random_stream": RANDOM_STREAM}) + "\n")
-      os.replace(tmp, samples_path)
+      write_atomic(samples_path, "".join(
+          json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id],
+                      "seed": run_sampling.seed, "random_stream": RANDOM_STREAM}) + "\n" for p in share))
     results = judge_samples(share, texts, sandbox, settings=settings,
                             results_path=os.path.join(out_dir, f"{run_tag}{part}.results.jsonl"),
                             progress=(lambda done, total: progress("judge", done, total)) if progress else None)
@@ -325,7 +303,7 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
     if process_index == 0:
       summary = summarize(results, problems, settings=settings, isolation=sandbox.isolation, tag=run_tag,
                           extra=extra, environment=getattr(sandbox, "environment", None))
-      _write_json_atomic(summary_path, summary)
+      write_json_atomic(summary_path, summary)
     if process_count > 1:
       barrier(f"ssd_jax.eval.{run_tag}.summarized")
       with open(summary_path) as f:

@@ -13,6 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
+from ssd_jax.files import write_atomic
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules
 from ssd_jax.models.transformer import Params, abstract_params
@@ -35,10 +36,7 @@ def save_params(path: str, params: Params, cfg: ModelConfig, *, overwrite: bool 
     ckptr.save(target, params, force=overwrite)
     ckptr.wait_until_finished()
   if jax.process_index() == 0:
-    tmp = os.path.join(path, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-      json.dump(cfg.to_dict(), f, indent=2)
-    os.replace(tmp, os.path.join(path, CONFIG_FILE))
+    write_atomic(os.path.join(path, CONFIG_FILE), json.dumps(cfg.to_dict(), indent=2))
   return path
 
 

@@ -12,6 +12,7 @@ import os
 from jax.sharding import Mesh
 
 from ssd_jax.coordination import barrier, is_coordinator
+from ssd_jax.files import write_atomic
 from ssd_jax.models import checkpoint, gguf, hf
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules
@@ -82,9 +83,7 @@ def random_model(out_dir: str, arch: dict, texts: list[str], *, tokenizer_vocab_
   if not os.path.exists(tokenizer_path) and is_coordinator():
     os.makedirs(out_dir, exist_ok=True)
     proto = train_sentencepiece(texts, vocab_size=tokenizer_vocab_size)
-    with open(tokenizer_path + ".tmp", "wb") as f:
-      f.write(proto)
-    os.replace(tokenizer_path + ".tmp", tokenizer_path)
+    write_atomic(tokenizer_path, proto)
   barrier("ssd_jax.models.loader.random_model")  # the others read the tokenizer process 0 may have just written
   tokenizer = Tokenizer.from_sentencepiece(tokenizer_path, chat_template=CHATML_TEMPLATE)
   cfg = ModelConfig(**{**arch, "eos_token_ids": tuple(tokenizer.stop_ids), "param_dtype": param_dtype,
