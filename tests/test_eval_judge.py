@@ -373,6 +373,23 @@ def test_a_sandbox_that_cannot_start_the_program_is_sandbox_error_in_every_mode(
       assert "--ssd-jax-no-such-option" in result.details["sandbox_error"], result
 
 
+def test_a_bwrap_setup_failure_after_its_child_started_is_sandbox_error(sandbox, monkeypatch):
+  # bwrap reports its child's pid before the child builds the mounts: a bind whose source is missing fails after
+  # that record, with exit status 1 as a program's. The start record written inside the finished sandbox tells the
+  # two apart (before it, this was judged RE and never retried).
+  bwrap_argv = isolation.bwrap_argv
+
+  def missing_bind(*args, **kwargs):
+    argv = bwrap_argv(*args, **kwargs)
+    return argv[:-2] + ["--ro-bind", "/ssd-jax-no-such-source", "/x"] + argv[-2:]
+
+  monkeypatch.setattr(isolation, "bwrap_argv", missing_bind)
+  for mode in ("lcb_compat", "real_io", "plain"):
+    result = judge_sample(stdin_problem(("1\n", "1\n")), fenced("print(input())"), sandbox, mode=mode)
+    assert (result.verdict, result.details["outcome"]) == ("SANDBOX_ERROR", "sandbox_error"), result
+    assert "Can't find source path /ssd-jax-no-such-source" in result.details["sandbox_error"], result
+
+
 # --- §12.9 pass@k -------------------------------------------------------------------------------------------------
 
 def test_pass_at_k_values():

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 SANDBOX_DIR = "/sandbox"
+SANDBOX_SHELL = "/bin/sh"  # inside the sandbox (bound read-only from the host)
 # The whole environment of a sandboxed program (code_eval.md §10.2): bwrap --clearenv then these; the unshare level
 # launches its chain with exactly these.
 ENV = {

@@ -66,6 +66,7 @@ from ssd_jax.eval import isolation as iso
 from ssd_jax.eval.probe import Probe, host_paths_to_hide
 
 _CHUNK = 1 << 16
+_STARTED = b"sandbox-started"  # the start record under bwrap (see Sandbox._argv)
 _STATUS_CAP = 1 << 16
 _FRAME_HEADER = 4
 _MLE_RSS_FRACTION = 0.8
@@ -431,19 +432,26 @@ class Sandbox:
       frames_r, frames_w = os.pipe()
       status_r, status_w = os.pipe()
       fds += [frames_r, frames_w, status_r, status_w]
-      argv = self._argv(program, uid, cpu, rundir, frames_w, status_w, dirs)
+      # bwrap: the start record, written from inside the set-up sandbox (newroot.py writes its own on the status pipe)
+      started_r, started_w = os.pipe() if self._isolation.startswith("bwrap") else (None, None)
+      fds += [fd for fd in (started_r, started_w) if fd is not None]
+      argv = self._argv(program, uid, cpu, rundir, frames_w, status_w, started_w, dirs)
       # ru_maxrss survives fork and exec, so the child starts at this process's peak; only a larger value
       # says anything about the program.
       parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       start = time.monotonic()
       proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              pass_fds=[frames_w, status_w], env=dict(iso.ENV), cwd=rundir, start_new_session=True,
-                              umask=0o077)
-      for fd in (stdin_fd, frames_w, status_w):
+                              pass_fds=[fd for fd in (frames_w, status_w, started_w) if fd is not None],
+                              env=dict(iso.ENV), cwd=rundir, start_new_session=True, umask=0o077)
+      for fd in (stdin_fd, frames_w, status_w, started_w):
+        if fd is None:
+          continue
         os.close(fd)
         fds.remove(fd)
       try:
-        return self._supervise(proc, uid, wall, start, frames_r, status_r, parent_peak, limits, program.on_frame)
+        return self._supervise(proc, uid, wall, start, frames_r,
+                               tuple(fd for fd in (status_r, started_r) if fd is not None), parent_peak, limits,
+                               program.on_frame)
       except BaseException:
         if proc.returncode is None:
           with contextlib.suppress(ProcessLookupError):
@@ -472,7 +480,7 @@ class Sandbox:
       os.unlink(path)
 
   def _argv(self, program: Program, uid: int, cpu: int, rundir: str, frames_w: int, status_w: int,
-            dirs: list[str]) -> list[str]:
+            started_w: int | None, dirs: list[str]) -> list[str]:
     """The launch command of one run under the sandbox's level (temporary directories it needs go to `dirs`)."""
     cfg = self._cfg
     limits = {"as": cfg.memory_bytes, "cpu": f"{cpu}:{cpu + 1}", "nproc": cfg.nproc, "nofile": cfg.nofile,
@@ -485,16 +493,21 @@ class Sandbox:
       return (iso.unshare_argv(self._tools, root_dir=root_dir, files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes,
                                python=cfg.python, status_fd=status_w, result_fd=frames_w)
               + iso.launcher_argv(self._tools, uid=uid_or_none, limits=limits, inherited=[]) + command)
-    # The status pipe is inherited second, so the launcher places it on fd 4 for bwrap.
-    return (iso.launcher_argv(self._tools, uid=uid_or_none, limits=limits, inherited=[frames_w, status_w])
+    # The launcher places the inherited pipes on fds 3 (frames), 4 (bwrap's status) and 5 (the start record).
+    # bwrap's child-pid record comes before its child sets up the mounts, so a failing bind would look like the
+    # program exiting 1: the start record is written inside the finished sandbox, by a shell step before the
+    # program (which never sees fd 5), and only its absence makes a SANDBOX_ERROR.
+    started = [iso.SANDBOX_SHELL, "-c", f'printf {_STARTED.decode()} >&5 && exec 5>&- && exec "$@"', "sandbox"]
+    return (iso.launcher_argv(self._tools, uid=uid_or_none, limits=limits, inherited=[frames_w, status_w, started_w])
             + iso.bwrap_argv(self._tools["bwrap"], files_dir=rundir, tmpfs_bytes=cfg.tmpfs_bytes, python=cfg.python,
-                             status_fd=4) + ["--", *command])
+                             status_fd=4) + ["--", *started, *command])
 
-  def _supervise(self, proc: subprocess.Popen, uid: int, wall: float, start: float, frames_r: int, status_r: int,
-                 parent_peak: int, limits: dict, on_frame: Callable[[bytes], bool] | None) -> RunResult:
+  def _supervise(self, proc: subprocess.Popen, uid: int, wall: float, start: float, frames_r: int,
+                 status_rs: tuple[int, ...], parent_peak: int, limits: dict,
+                 on_frame: Callable[[bytes], bool] | None) -> RunResult:
     cap = _Capture(self._cfg)
     readers = {proc.stdout.fileno(): cap.add_stdout, proc.stderr.fileno(): cap.add_stderr, frames_r: cap.add_frames,
-               status_r: cap.add_status}
+               **{fd: cap.add_status for fd in status_rs}}
     pidfd = os.pidfd_open(proc.pid)
     outcome, exited, stragglers = None, False, 0
     deadline = start + wall
@@ -546,9 +559,10 @@ class Sandbox:
     elif self._isolation.startswith("bwrap") and 128 < returncode <= 128 + signal.SIGRTMAX:
       returncode, sig = None, returncode - 128
     error = None
-    # No start record (bwrap's child-pid, newroot's "started"): the program never ran (setup failed, or stalled
-    # past the deadline). Only this, never anything the program does, makes a SANDBOX_ERROR.
-    started = b'"child-pid"' in cap.status if self._isolation.startswith("bwrap") else b"started" in cap.status
+    # No start record (written inside the set-up sandbox just before the program: the shell step under bwrap,
+    # newroot's "started"): the program never ran (setup failed, or stalled past the deadline). Only this, never
+    # anything the program does, makes a SANDBOX_ERROR.
+    started = (_STARTED in cap.status) if self._isolation.startswith("bwrap") else b"started" in cap.status
     if not started and outcome in (None, "timeout"):
       outcome = "sandbox_error"
       error = (f"{self._isolation} did not start the program: "
