@@ -6,7 +6,7 @@ Two kinds of JSONL are written here, and a line that a kill cut short means diff
 - committed files (synthesis shards): written whole and then renamed into place, so any torn or invalid line
   is corruption (`torn="error"`).
 A complete line that is not JSON is an error in both. Datasets from elsewhere are read by the loaders in
-`data/sources.py` and `eval/lcb.py`, which report bad rows instead.
+`data/sources.py`, `data/problems.py` and `data/lcb.py`, which report bad rows instead.
 """
 
 from __future__ import annotations

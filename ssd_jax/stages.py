@@ -211,28 +211,28 @@ def tuned_model(run: Run):
 def prompt_records(config: config_dict.ConfigDict):
   """The synthesis prompts and their loaders' reports."""
   from ssd_jax.data.sources import SourceSpec, load_source
-  from ssd_jax.eval.evaluate import prompt_record
-  from ssd_jax.eval.synthetic import synthetic_problems
 
   data = config.data
-  if data.kind == "synthetic":
-    return [prompt_record(p) for p in subset(synthetic_problems(data.limit or 64, seed=data.seed), data.subset)], []
+  # Synthetic problems are generated, not read: the limit is how many to make (then halved by `subset`, as the
+  # evaluation side does); for files it caps the prompts after `subset`.
+  generated = data.kind == "synthetic"
   spec = SourceSpec(data.kind, path=data.path or None, require_passed=data.require_passed, dedup=data.dedup,
-                    hub_id=data.hub_id or None, hub_config=data.hub_config or None)
+                    hub_id=data.hub_id or None, hub_config=data.hub_config or None,
+                    limit=(data.limit or None) if generated else None, seed=data.seed)
   records, report = load_source(spec, on_bad_row=data.on_bad_row)
   records = subset(records, data.subset)
-  return (records[:data.limit] if data.limit else records), [report]
+  return (records[:data.limit] if data.limit and not generated else records), [report]
 
 
 def eval_problems(config: config_dict.ConfigDict):
-  from ssd_jax.eval import lcb
-  from ssd_jax.eval.synthetic import synthetic_problems
+  """The evaluation problems, read by the same loaders as the prompt sources of their format."""
+  from ssd_jax.data import lcb, problems as problem_files, synthetic
 
   ev = config.eval
   if ev.benchmark == "humaneval":
-    problems = lcb.load_humaneval_problems(ev.path or None)
+    problems = problem_files.load_humaneval_problems(ev.path or None)
   elif ev.benchmark == "synthetic":
-    problems = synthetic_problems(ev.limit or 64, seed=config.data.seed)
+    problems = synthetic.synthetic_problems(ev.limit or synthetic.DEFAULT_COUNT, seed=config.data.seed)
   else:
     problems = lcb.load_lcb(ev.path, version=ev.version or None, start_date=ev.start_date or None,
                             end_date=ev.end_date or None)

@@ -56,7 +56,7 @@ def evaluate(out_dir: str, tokenizer_path: str, judge_delay_s: float) -> int:
   from ssd_jax.eval.evaluate import EvalSampling, evaluate_sweep
   from ssd_jax.sampling.sampler import SamplingConfig
   from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
-  from ssd_jax.eval.synthetic import synthetic_problems
+  from ssd_jax.data.synthetic import synthetic_problems
   from ssd_jax.sampling.engine import Engine
 
   t0 = time.time()

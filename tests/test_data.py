@@ -116,7 +116,7 @@ def lcb_records(tmp_path):
 
 
 def test_livecodebench_rows(lcb_records):
-  stdin, leet = lcb_records
+  leet, stdin = lcb_records  # LCB's order: by question_id
   assert (stdin.id, stdin.starter_code, stdin.source) == ("abc392_a", "", "livecodebench")
   assert stdin.meta == {"question_title": "Even Pairs", "platform": "atcoder", "contest_id": "abc392",
                         "contest_date": "2025-02-08T00:00:00", "difficulty": "easy"}
@@ -124,7 +124,7 @@ def test_livecodebench_rows(lcb_records):
 
 
 def test_ssd_prompt_text_both_variants(lcb_records):
-  stdin, leet = lcb_records
+  leet, stdin = lcb_records
   preamble = ("You will be given a question (problem specification) and will generate a correct Python program that "
               "matches the specification and passes all tests. You will NOT return anything except for the program.")
   assert user_prompt(stdin, "ssd") == (
@@ -138,7 +138,7 @@ def test_ssd_prompt_text_both_variants(lcb_records):
 
 
 def test_lcb_generic_prompt_text_both_variants(lcb_records):
-  stdin, leet = lcb_records
+  leet, stdin = lcb_records
   assert user_prompt(leet, "lcb") == (
       f"### Question:\n{leet.question}\n\n### Format: You will use the following starter code to write the solution "
       f"to the problem and enclose your code within delimiters.\n```python\n{leet.starter_code}\n```\n\n"
@@ -211,3 +211,39 @@ def test_too_long_prompts_are_bad_rows(tokenizer, lcb_records):
   assert "prompt too long" in report.bad_rows[0].reason
   with pytest.raises(BadRowError, match="prompt too long"):
     render_prompts(lcb_records, tokenizer, max_prompt_tokens=limit, report=SourceReport("render", "<r>", "error"))
+
+
+def test_problem_sources_use_the_evaluation_loaders(tmp_path):
+  """One loader per format: a source's prompts are `prompt_record` of the problems evaluation loads."""
+  from ssd_jax.data import lcb, problems, synthetic
+  from ssd_jax.data.sources import prompt_record
+
+  records, report = load_source(SourceSpec("synthetic", limit=6, seed=3))
+  assert records == [prompt_record(p, "synthetic") for p in synthetic.synthetic_problems(6, seed=3)]
+  assert (report.rows, report.records, report.bad_rows) == (6, 6, [])
+  records, _ = load_source(SourceSpec("humaneval"))
+  assert records == [prompt_record(p) for p in problems.load_humaneval_problems()]
+  good = dict(LCB_ROWS[0], private_test_cases="[]")
+  rows = [good, dict(good, question_id="abc393_a", public_test_cases="[{}]")]
+  shard = _write_jsonl(tmp_path / "test.jsonl", rows)
+  records, _ = load_source(SourceSpec("livecodebench", shard))
+  # A row whose tests are broken is still a prompt (tests are not read for sampling); evaluation refuses it.
+  assert [r.id for r in records] == ["abc392_a", "abc393_a"]
+  assert [prompt_record(p) for p in lcb.select_lcb(shard).refs] == records
+  with pytest.raises(problems.ProblemError, match=r"line 2 \(id 'abc393_a'\): field 'public_test_cases\[0\].input'"):
+    lcb.load_lcb(shard)
+
+
+def test_problem_sources_take_the_bad_row_policy(tmp_path):
+  """The loaders' one validator: `skip` reports the row with its reason, `error` raises naming it."""
+  good = {"task_id": "T/0", "prompt": "def f():\n", "entry_point": "f", "test": "assert True", "canonical_solution": ""}
+  path = _write_jsonl(tmp_path / "he.jsonl", [good, dict(good, task_id="T/1", entry_point="not an id"), good])
+  records, report = load_source(SourceSpec("humaneval", path))
+  assert [r.id for r in records] == ["T/0"] and report.rows == 3
+  assert [(b.line, b.id) for b in report.bad_rows] == [(2, "T/1"), (3, "T/0")]
+  assert "entry_point" in report.bad_rows[0].reason and "unique" in report.bad_rows[1].reason
+  with pytest.raises(BadRowError, match=r"he.jsonl:2: row 'T/1': field 'entry_point': expected a Python identifier"):
+    load_source(SourceSpec("humaneval", path), on_bad_row="error")
+  lcb_path = _write_jsonl(tmp_path / "test6.jsonl", LCB_ROWS)
+  with pytest.raises(BadRowError, match=r"test6.jsonl:3: row '2053_B'"):
+    load_source(SourceSpec("livecodebench", lcb_path), on_bad_row="error")

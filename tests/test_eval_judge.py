@@ -19,7 +19,7 @@ from ssd_jax.eval import isolation
 from ssd_jax.eval.compare import lcb_stdout_equal
 from ssd_jax.eval.extract import extract_code, extract_first_python_block
 from ssd_jax.eval.judge import SampleResult, judge_many, judge_sample
-from ssd_jax.eval.lcb import Problem, TestCase, load_humaneval_problems
+from ssd_jax.data.problems import Problem, TestCase, load_humaneval_problems
 from ssd_jax.eval.passk import pass_at_k, score
 from ssd_jax.eval.programs import FrameError, Opaque, decode_frame, detect_stdin_idioms, lcb_wrap_stdin
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
@@ -319,7 +319,7 @@ ctypes.string_at(0)
 JUDGE_FRESH = """
 import json, sys
 from ssd_jax.eval.judge import judge_sample
-from ssd_jax.eval.lcb import Problem, TestCase
+from ssd_jax.data.problems import Problem, TestCase
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
 
 spec = json.loads(sys.argv[1])

@@ -12,8 +12,9 @@ import zlib
 
 import pytest
 
-from ssd_jax.eval.lcb import (ERRATA_IDS, ProblemError, build_manifest, decode_private_tests, iter_problems,
-                              load_humaneval_problems, load_lcb, load_problem, select_lcb, shards_for_version)
+from ssd_jax.data.lcb import (ERRATA_IDS, build_manifest, decode_private_tests, iter_problems, load_lcb, load_problem,
+                              select_lcb, shards_for_version)
+from ssd_jax.data.problems import ProblemError, load_humaneval_problems
 
 
 def encode_private(tests: list[dict]) -> str:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ssd_jax.eval import evaluate
-from ssd_jax.eval.lcb import Problem, TestCase, load_humaneval_problems
+from ssd_jax.data.problems import Problem, TestCase, load_humaneval_problems
 from ssd_jax.eval.passk import UnjudgedSamplesError
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig, SandboxError
 from ssd_jax.sampling.engine import Completion
@@ -211,7 +211,7 @@ def test_summary_also_scores_the_2025_02_to_05_window():
   import datetime
 
   from ssd_jax.eval.judge import SampleResult
-  from ssd_jax.eval.synthetic import synthetic_problems
+  from ssd_jax.data.synthetic import synthetic_problems
 
   dates = [datetime.datetime(2025, 1, 31, 23), datetime.datetime(2025, 2, 1), datetime.datetime(2025, 5, 1),
            datetime.datetime(2025, 5, 1, 14, 30)]  # the window's end is midnight: the last one is outside
@@ -227,7 +227,7 @@ def test_summary_also_scores_the_2025_02_to_05_window():
 
 def test_synthetic_problems_reference_solutions_pass_and_wrong_ones_fail(sandbox):
   from ssd_jax.eval.judge import judge_many
-  from ssd_jax.eval.synthetic import reference_solution, synthetic_problems
+  from ssd_jax.data.synthetic import reference_solution, synthetic_problems
 
   problems = synthetic_problems(8, tests_per_problem=3)
   assert {p.mode for p in problems} == {"stdin", "call"} and len({p.id for p in problems}) == 8

@@ -18,7 +18,7 @@ import pytest
 from lcb_parity_cases import CASES, TIMEOUT_S
 from test_eval_lcb import lcb_row
 from ssd_jax.eval.judge import judge_many
-from ssd_jax.eval.lcb import Problem, TestCase
+from ssd_jax.data.problems import Problem, TestCase
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

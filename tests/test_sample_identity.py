@@ -14,7 +14,7 @@ import synth_helper
 from ssd_jax.data.sources import PromptRecord
 from ssd_jax.data.synthesis import PLAN, SynthesisError, read_samples, synthesize
 from ssd_jax.eval.evaluate import EvalSampling, sample_completions
-from ssd_jax.eval.synthetic import synthetic_problems
+from ssd_jax.data.synthetic import synthetic_problems
 from ssd_jax.sampling.engine import Engine, EngineConfig, Request, stream_id_of
 from ssd_jax.sampling.sampler import SamplingConfig, row_keys, sequence_keys
 

@@ -25,7 +25,7 @@ import time
 
 
 def _prompts(tokenizer, n: int, prompt_tokens: int) -> list[list[int]]:
-  from ssd_jax.eval.lcb import load_humaneval_problems
+  from ssd_jax.data.problems import load_humaneval_problems
 
   problems = load_humaneval_problems()
   out = []

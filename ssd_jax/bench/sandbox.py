@@ -22,7 +22,7 @@ import sys
 import time
 
 from ssd_jax.eval.judge import judge_many
-from ssd_jax.eval.lcb import load_humaneval_problems
+from ssd_jax.data.problems import load_humaneval_problems
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig, SandboxError, add_isolation_flags
 
 

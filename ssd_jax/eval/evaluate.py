@@ -25,18 +25,18 @@ import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ssd_jax.data.problems import Problem
 from ssd_jax.data.prompts import render_prompts
-from ssd_jax.data.sources import PromptRecord, humaneval_question
+from ssd_jax.data.sources import prompt_record
 from ssd_jax.eval.extract import extract_code
-from ssd_jax.files import read_jsonl, write_atomic, write_json_atomic
 from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
-from ssd_jax.eval.lcb import Problem
 from ssd_jax.eval.passk import score
 from ssd_jax.eval.sandbox import SandboxError
+from ssd_jax.files import read_jsonl, write_atomic, write_json_atomic
 from ssd_jax.sampling.sampler import SamplingConfig
 
 __all__ = ["EvalSampling", "EvalSettings", "evaluate_sweep", "humaneval_completion", "judge_samples",
-           "prompt_record", "sample_completions", "score_samples", "summarize"]
+           "sample_completions", "score_samples", "summarize"]
 
 
 # Date windows scored beside the whole selection (inclusive, midnight ends, as LCB filters).
@@ -72,15 +72,6 @@ class EvalSettings:
   ks: tuple[int, ...] = (1, 5)
   judge_batch: int = 64  # samples judged between appends to the results file (the resume granularity)
   sandbox_attempts: int = 3  # runs of a sample whose run ended in SANDBOX_ERROR, per evaluation run
-
-
-def prompt_record(problem: Problem) -> PromptRecord:
-  """The synthesis-side prompt record of an evaluation problem (the same wording for sampling and evaluation)."""
-  if problem.mode == "humaneval":
-    return PromptRecord(problem.id, humaneval_question(problem.entry_point), problem.prompt, "humaneval",
-                        {"entry_point": problem.entry_point})
-  meta = {"platform": problem.platform, "difficulty": problem.difficulty}
-  return PromptRecord(problem.id, problem.question, problem.starter_code, "livecodebench", meta)
 
 
 def humaneval_completion(text: str) -> str:

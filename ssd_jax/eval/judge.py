@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from ssd_jax.eval.compare import lcb_stdout_equal
 from ssd_jax.eval.extract import extract_code
-from ssd_jax.eval.lcb import Problem, loads_json
+from ssd_jax.data.problems import Problem, loads_json
 from ssd_jax.eval.lcb_runner import lcb_program
 from ssd_jax.eval.programs import (EXEC_MODES, FrameError, call_program, decode_frame, detect_stdin_idioms,
                                    humaneval_program, stdin_programs)

@@ -36,7 +36,7 @@ import json
 import math
 from typing import Callable
 
-from ssd_jax.eval.lcb import Problem
+from ssd_jax.data.problems import Problem
 from ssd_jax.eval.programs import CHANNEL, ENCODER, LCB_PRELUDE, STARTUP_SLACK_S, lcb_wrap_stdin
 from ssd_jax.eval.sandbox import Program
 

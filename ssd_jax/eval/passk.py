@@ -12,7 +12,7 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from ssd_jax.eval.judge import SampleResult
-from ssd_jax.eval.lcb import Problem
+from ssd_jax.data.problems import Problem
 
 __all__ = ["UnjudgedSamplesError", "count_samples", "macro_pass_at_k", "pass_at_k", "score"]
 

@@ -36,7 +36,7 @@ import json
 import re
 from typing import Any, Iterator, Sequence
 
-from ssd_jax.eval.lcb import Problem, loads_json
+from ssd_jax.data.problems import Problem, loads_json
 from ssd_jax.eval.sandbox import Program
 
 __all__ = ["CALL_RUNNER", "CHANNEL", "ENCODER", "EXEC_MODES", "HUMANEVAL_RUNNER", "LCB_PRELUDE", "STARTUP_SLACK_S",

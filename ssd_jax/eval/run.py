@@ -25,9 +25,10 @@ import argparse
 import json
 import sys
 
+from ssd_jax.data.lcb import problem_from_row
+from ssd_jax.data.problems import ProblemError
 from ssd_jax.eval.compare import lcb_stdout_equal
 from ssd_jax.eval.judge import judge_sample
-from ssd_jax.eval.lcb import ProblemError, problem_from_row
 from ssd_jax.eval.programs import EXEC_MODES
 from ssd_jax.eval.sandbox import (Program, Sandbox, SandboxConfig, SandboxError, add_isolation_flags,
                                   failure_verdict)

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from ssd_jax.eval.judge import judge_many
-from ssd_jax.eval.lcb import load_humaneval_problems
+from ssd_jax.data.problems import load_humaneval_problems
 from ssd_jax.eval.sandbox import Program, Sandbox, SandboxConfig, SandboxError, add_isolation_flags
 
 _CANARY = "SSD_JAX_SELFCHECK_CANARY_7f3a9c"

