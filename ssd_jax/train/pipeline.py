@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -35,6 +34,7 @@ import jax
 import numpy as np
 from grain import experimental as grain_experimental
 
+from ssd_jax.data.problems import ProblemError, iter_lines, parse_row
 from ssd_jax.models.tokenizer import Tokenizer
 
 BATCH_KEYS = ("inputs", "targets", "weights", "segment_ids", "positions")
@@ -172,17 +172,18 @@ def shard_paths(paths: str | Sequence[str]) -> list[str]:
 
 
 def _rows(paths: Sequence[str]) -> Iterable[tuple[str, Any]]:
-  """(fallback id, parsed row or the JSON error) for every non-empty line."""
+  """(fallback id, parsed row, or the error of a line that is not a JSON object) for every non-empty line.
+
+  SFT shards may come from elsewhere, so a bad line is reported and skipped (the dataset loaders' row reader),
+  not fatal as in the project's own files (`files.read_jsonl`).
+  """
   for path in paths:
-    with open(path, encoding="utf-8") as f:
-      for n, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f"{os.path.basename(path)}:{n}"
-        try:
-          yield where, json.loads(line)
-        except json.JSONDecodeError as e:
-          yield where, BadRow(f"invalid JSON ({e.msg})")
+    for n, _, raw in iter_lines(path):
+      where = f"{os.path.basename(path)}:{n}"
+      try:
+        yield where, parse_row(raw, path, n)
+      except ProblemError as e:
+        yield where, BadRow(e.reason)
 
 
 def load_examples(paths: str | Sequence[str], tokenizer: Tokenizer, cfg: DataConfig,
@@ -197,9 +198,6 @@ def load_examples(paths: str | Sequence[str], tokenizer: Tokenizer, cfg: DataCon
     stats.rows += 1
     if isinstance(row, BadRow):
       stats.bad.append((where, str(row)))
-      continue
-    if not isinstance(row, dict):
-      stats.bad.append((where, "row is not a JSON object"))
       continue
     row_id = str(row.get("id", where))
     if not row.get("kept", True):
