@@ -144,6 +144,10 @@ def get_config() -> config_dict.ConfigDict:
   # Each model's decoding: the T_eval sweep and the rest of its SamplingConfig (max_new_tokens is eval.max_new_tokens).
   config.eval.base = config_dict.ConfigDict({"temperatures": (0.7,), "top_k": 20, "top_p": 0.8, "min_p": 0.0})
   config.eval.ssd = config_dict.ConfigDict({"temperatures": (0.9,), "top_k": 20, "top_p": 0.8, "min_p": 0.0})
+  # Training steps scored besides the final SSD model (the paper scores every saved checkpoint x T_eval and keeps
+  # the best, ssd_paper.md §2.3), e.g. (1000, 1500, 2000): each must be a step train keeps (save_interval_steps,
+  # max_to_keep). The report shows the checkpoint x T_eval table and the selected cell.
+  config.eval.ssd.checkpoints = ()
 
   # Fig. 6 diagnostics (base vs SSD on the kept SSD samples, at the SSD eval truncation) in the analyze stage.
   config.analysis = config_dict.ConfigDict()

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import app, flags
 from ml_collections import config_dict, config_flags
@@ -76,6 +76,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
     raise ConfigValueError(str(e)) from e
   need(not config.analysis.diagnostics or config.eval.ssd.min_p == 0, "eval.ssd.min_p",
        "0 while config.analysis.diagnostics is on (the Fig. 6 diagnostics apply top-k and top-p only)")
+  _check_checkpoints(config, need)
   need(config.distributed.barrier_timeout_s > 0, "distributed.barrier_timeout_s", "a number of seconds > 0")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
   need(config.train.attention in ("auto", "xla", "cudnn"), "train.attention", "'auto', 'xla' or 'cudnn'")
@@ -84,6 +85,22 @@ def check_config(config: config_dict.ConfigDict) -> None:
   if config.model.checkpoint == "random":
     need(config.model.tokenizer in ("", "train_sentencepiece"), "model.tokenizer",
          "'' or 'train_sentencepiece' for a random-init model")
+
+
+def _check_checkpoints(config: config_dict.ConfigDict, need: Callable[[bool, str, str], None]) -> None:
+  """`eval.ssd.checkpoints` must name steps the trainer saves and keeps."""
+  t = config.train
+  steps = tuple(config.eval.ssd.checkpoints)
+  need(all(isinstance(s, int) and 0 < s <= t.total_steps for s in steps), "eval.ssd.checkpoints",
+       f"training steps in 1..train.total_steps ({t.total_steps})")
+  saved = sorted({*range(t.save_interval_steps, t.total_steps + 1, t.save_interval_steps), t.total_steps})
+  kept = saved[-t.max_to_keep:] if t.max_to_keep else saved
+  need(all(s in saved for s in steps), "eval.ssd.checkpoints",
+       f"steps the trainer saves (multiples of train.save_interval_steps = {t.save_interval_steps}, or the last)")
+  missing = sorted(set(steps) - set(kept))
+  need(not missing, "eval.ssd.checkpoints",
+       f"steps the trainer keeps: with train.max_to_keep = {t.max_to_keep} only {kept} survive; set "
+       f"--config.train.max_to_keep={len(saved) - saved.index(missing[0]) if missing else 0} (or 0 to keep all)")
 
 
 def _get(config: config_dict.ConfigDict, dotted: str) -> Any:
@@ -119,15 +136,18 @@ def run(config: config_dict.ConfigDict, stage: str) -> dict:
   run_state = stages.start_run(config)
   names = tuple(stages.STAGES) if stage == "all" else (stage,)
   t0 = time.time()
-  summary = None
+  summary, stage_wall_s = None, {}
   for name in names:
+    t_stage = time.time()
     result = stages.STAGES[name](run_state)
+    stage_wall_s[name] = round(time.time() - t_stage, 1)
     if name == "analyze":
       summary = result
   # Leave together: at exit jax.distributed waits only 5 min (shutdown_timeout_seconds) for the other processes,
   # then aborts them all, and process 0 works alone at the end (the Fig. 6 diagnostics, the report).
   coordination.barrier("ssd_jax.main.done")
   out = {"workdir": run_state.paths.workdir, "stage": stage, "wall_s": round(time.time() - t0, 1),
+         "stage_wall_s": stage_wall_s,
          **{k: v for k, v in run_state.results.items() if k != "evaluate"}}
   if summary is not None:
     out["summary"] = {k: summary[k] for k in ("headline", "report") if k in summary}
@@ -147,7 +167,10 @@ def main(config_flag, stage_flag, argv):
 
   config = config_flag.value
   try:
-    result = run(config, stage_flag.value)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines are printed above the progress bars instead of through them
+      result = run(config, stage_flag.value)
   except ConfigValueError as e:
     print(f"config error: {e}", file=sys.stderr)
     print(json.dumps({"error": str(e)}))

@@ -50,7 +50,9 @@ def eval_sampling(config: config_dict.ConfigDict, model: str):
   from ssd_jax.sampling.sampler import SamplingConfig
 
   ev = config.eval
-  decoding = {k: v for k, v in ev[model].to_dict().items() if k != "temperatures"}
+  # The sweep and (SSD) the checkpoints to score are not decoding settings; anything else must be one.
+  decoding = {k: v for k, v in ev[model].to_dict().items()
+              if k != "temperatures" and not (model == "ssd" and k == "checkpoints")}
   operator = SamplingConfig.from_config({**decoding, "max_new_tokens": ev.max_new_tokens}, f"eval.{model}")
   return EvalSampling(sampling=operator, n=ev.n, seed=ev.seed, prompt_style=ev.prompt_style,
                       system_message=ev.system_message or None,
@@ -256,10 +258,10 @@ def synthesize(run: Run) -> dict:
   scfg = synthesis_config(run.config)
   records, reports = prompt_records(run.config)
   model = base_model(run)
-  bar = _progress(total=-(-len(records) // scfg.shard_size), desc="synthesize", unit="shard")
+  bar = _progress(total=len(records), desc="synthesize", unit="prompt", compiling=True)
   t0 = time.time()
   manifest = synthesize_samples(model, records, run.paths.samples, scfg, sharding=run.local_sharding,
-                                source_reports=reports, after_shard=lambda k, path: bar.update(1))
+                                source_reports=reports, progress=lambda done, total: _advance(bar, done, total))
   bar.close()
   counts = manifest.get("counts", {})
   if manifest.get("finished") and not counts.get("prompts"):
@@ -283,7 +285,7 @@ def train(run: Run) -> dict:
   t0 = time.time()
   # Sampling used per-process meshes; with several processes training needs the params on the global one.
   params = base.params if jax.process_count() == 1 else load_base(run, run.sharding.mesh).params
-  bar = _progress(total=tc.total_steps, desc="train", unit="step")
+  bar = _progress(total=tc.total_steps, desc="train", unit="step", compiling=True)
   try:
     trainer, stats = run_sft(
         base.cfg, params, run.paths.samples, base.tokenizer, dc, tc, run.paths.train,
@@ -311,28 +313,50 @@ def train(run: Run) -> dict:
   return run.results["train"]
 
 
+def ssd_checkpoint_steps(config: config_dict.ConfigDict) -> tuple[int, ...]:
+  """The training steps scored besides the final SSD model (`eval.ssd.checkpoints`), each as model `ssd@<step>`."""
+  return tuple(sorted({int(s) for s in config.eval.ssd.checkpoints} - {int(config.train.total_steps)}))
+
+
+def _eval_models(run: Run):
+  """(name, sampling settings, temperatures, a function giving (cfg, params)) for each model to score."""
+  from ssd_jax.train.trainer import restore_params
+
+  config = run.config
+  for name in config.eval.models:
+    if name == "ssd":
+      for step in ssd_checkpoint_steps(config):
+        yield (f"ssd@{step}", eval_sampling(config, "ssd"), config.eval.ssd.temperatures,
+               lambda step=step: (base_model(run).cfg, restore_params(
+                   run.paths.train, step, base_model(run).cfg, run.local_sharding.mesh, run.local_sharding.rules)))
+    yield (name, eval_sampling(config, name), config.eval[name].temperatures,
+           (lambda: (base_model(run).cfg, base_model(run).params)) if name == "base" else lambda: tuned_model(run))
+
+
 def evaluate(run: Run) -> dict:
-  """Samples and sandbox-judges the base and/or SSD model at each T_eval -> workdir/eval/<model>."""
+  """Samples and sandbox-judges the base and/or SSD model at each T_eval -> workdir/eval/<model>.
+
+  `eval.ssd.checkpoints` adds the SSD model at earlier training steps as models `ssd@<step>` (the paper scores
+  every saved checkpoint and keeps the best, ssd_paper.md §2.3); the report shows the checkpoint x T_eval table.
+  """
   from ssd_jax import coordination
   from ssd_jax.eval.evaluate import evaluate_sweep
   from ssd_jax.eval.sandbox import Sandbox
   from ssd_jax.sampling.engine import Engine
 
   config = run.config
-  ev = config.eval
   problems = eval_problems(config)
   sandbox = Sandbox(sandbox_config(config))
   settings = eval_settings(config)
   base = base_model(run)
   out = {}
   try:
-    for name in ev.models:
-      # The paper decodes base models with their recommended settings (Table 4) and SSD models with Table 3's.
-      sampling = eval_sampling(config, name)
-      cfg, params = (base.cfg, base.params) if name == "base" else tuned_model(run)
+    # The paper decodes base models with their recommended settings (Table 4) and SSD models with Table 3's.
+    for name, sampling, temperatures, weights in _eval_models(run):
+      cfg, params = weights()
       engine = Engine(params, cfg, base.tokenizer.stop_ids, synthesis_config(config).engine, run.local_sharding)
       t0 = time.time()
-      bars = {}
+      bars, compiled = {}, []
 
       def progress(phase: str, done: int, total: int, name=name) -> None:
         unit = "sample" if phase == "sample" else "program"
@@ -342,10 +366,12 @@ def evaluate(run: Run) -> dict:
         if bar is None or bar.total != total or done < bar.n:
           if bar is not None:
             bar.close()
-          bar = bars[phase] = _progress(total=total, desc=f"evaluate {name}: {phase}", unit=unit)
-        bar.update(done - bar.n)
+          first = phase == "sample" and not compiled  # the engine compiles on its first call
+          compiled.extend([True] if first else [])
+          bar = bars[phase] = _progress(total=total, desc=f"evaluate {name}: {phase}", unit=unit, compiling=first)
+        _advance(bar, done, total)
 
-      out[name] = evaluate_sweep(engine, base.tokenizer, problems, sandbox, tuple(ev[name].temperatures),
+      out[name] = evaluate_sweep(engine, base.tokenizer, problems, sandbox, tuple(temperatures),
                                  sampling=sampling, settings=settings, out_dir=os.path.join(run.paths.eval, name),
                                  tag=name, log=log.info, process_index=coordination.process_index(),
                                  process_count=coordination.process_count(), progress=progress)
@@ -412,10 +438,23 @@ STAGES = {"synthesize": synthesize, "train": train, "evaluate": evaluate, "analy
 # -- helpers -----------------------------------------------------------------------------------------------------------
 
 def _train_progress(bar, step: int, metrics: dict | None) -> None:
+  if metrics is None and step == bar.n:  # before the first step of this call: it compiles the train step
+    bar.set_postfix_str(f"compiling the train step (step {step + 1} includes it)")
+    return
   bar.n = step
   if metrics:
     bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics.get('tokens_per_s', 0):.0f}", refresh=False)
+  elif "compiling" in (bar.postfix or ""):
+    bar.set_postfix_str("", refresh=False)
   bar.refresh()
+
+
+def _advance(bar, done: int, total: int) -> None:
+  """Moves a bar to `done`; the first move also clears its "compiling" note."""
+  if "compiling" in (bar.postfix or ""):
+    bar.set_postfix_str("", refresh=False)
+  bar.total = total
+  bar.update(done - bar.n)
 
 
 def _is_hf_dir(path: str | None) -> bool:
@@ -426,6 +465,10 @@ def _read_metrics(path: str) -> list[dict]:
   return read_jsonl(path, torn="drop", missing_ok=True)
 
 
-def _progress(**kwargs):
+def _progress(compiling: bool = False, **kwargs):
+  """A tqdm bar on stderr; `compiling` says the first update waits for jit compilation (minutes on a large model)."""
   from tqdm import tqdm
-  return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+  bar = tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
+  if compiling:
+    bar.set_postfix_str("compiling (the first update includes jit compilation)")
+  return bar

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -301,6 +302,10 @@ def test_sampling_fields_of_the_config_reach_synthesis_and_the_engine(tmp_path, 
     ("sample.engine.page_sz", 8, "config.sample.engine.page_sz: EngineConfig has no field 'page_sz'"),
     ("eval.base.top_q", 0.5, "config.eval.base.top_q: SamplingConfig has no field 'top_q' (did you mean top_p, top_k?)"),
     ("sample.min_p", 1.5, "config.sample.min_p = 1.5: expected a value in [0, 1)"),
+    ("eval.ssd.checkpoints", (9,), "config.eval.ssd.checkpoints = (9,): expected training steps in "
+                                   "1..train.total_steps (4)"),
+    ("eval.ssd.checkpoints", (3,), "expected steps the trainer saves (multiples of train.save_interval_steps = 2"),
+    ("eval.base.checkpoints", (2,), "config.eval.base.checkpoints: SamplingConfig has no field 'checkpoints'"),
 ])
 def test_a_config_field_nothing_reads_is_refused(key, value, message):
   """A field set in a config file (where ml_collections accepts new keys) reaches the kernel or is refused."""
@@ -315,6 +320,36 @@ def test_a_config_field_nothing_reads_is_refused(key, value, message):
     node[leaf] = value
   with pytest.raises(main.ConfigValueError, match=re.escape(message)):
     main.check_config(config)
+
+
+def test_checkpoints_to_score_must_be_kept_by_the_trainer():
+  from ssd_jax import main
+
+  config = _tiny_config()
+  config.eval.ssd.checkpoints = (2,)
+  main.check_config(config)  # tiny saves steps 2 and 4 and keeps three
+  config.train.max_to_keep = 1
+  with pytest.raises(main.ConfigValueError, match=re.escape("only [4] survive; set --config.train.max_to_keep=2")):
+    main.check_config(config)
+  config.train.max_to_keep = 0  # keep all
+  main.check_config(config)
+
+
+@pytest.mark.slow
+def test_earlier_checkpoints_are_scored_as_their_own_models(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  rc, out, err = _main(f"--config={TINY}", f"--config.workdir={workdir}", "--stage=evaluate",
+                       "--config.eval.ssd.checkpoints=(2,)")
+  assert rc == 0, err[-3000:]
+  result = json.loads(out.strip().splitlines()[-1])
+  assert list(result["evaluate"]) == ["base", "ssd@2", "ssd"]
+  for temperature in ("0.7", "1"):
+    step2, final = _eval_rows(workdir, "ssd@2", temperature), _eval_rows(workdir, "ssd", temperature)
+    assert step2["n_problems"] == final["n_problems"] == 16
+  # The final model's verdicts were complete: nothing of them was redone.
+  assert {k: v for k, v in _jsonl_records(workdir).items() if "ssd@2" not in k} == _jsonl_records(reference)
 
 
 def test_a_workdir_that_is_a_file_and_a_missing_checkpoint_are_one_line(tmp_path):

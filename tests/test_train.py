@@ -17,7 +17,7 @@ from ssd_jax.models.transformer import Params, Sharding, hidden_states, logits_f
 from ssd_jax.train import pipeline as pl
 from ssd_jax.train.loss import chunked_nll
 from ssd_jax.train.optim import TrainConfig, lr_schedule
-from ssd_jax.train.trainer import Trainer, run_sft, to_microbatches
+from ssd_jax.train.trainer import Trainer, restore_params, run_sft, saved_steps, to_microbatches
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
@@ -228,6 +228,13 @@ def test_training_drives_the_loss_down(cfg, params, examples, tmp_path):
   back_cfg, back = hf.load_hf(str(tmp_path / "hf"), param_dtype="float32", compute_dtype="float32")
   assert back_cfg.hidden_size == cfg.hidden_size
   assert _max_diff(back, jax.device_get(trainer.state.params)) == 0.0
+  # The checkpoints the evaluation of eval.ssd.checkpoints reads: saved every 4 steps, the last 2 kept.
+  assert saved_steps(str(tmp_path)) == [8, 12]
+  mesh = make_mesh(devices=jax.devices()[:1])
+  assert _max_diff(restore_params(str(tmp_path), 12, cfg, mesh), jax.device_get(trainer.state.params)) == 0.0
+  assert _max_diff(restore_params(str(tmp_path), 8, cfg, mesh), jax.device_get(trainer.state.params)) > 0.0
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint at step 4 \(kept: \[8, 12\]\)"):
+    restore_params(str(tmp_path), 4, cfg, mesh)
 
 
 def test_resume_is_bitwise_identical(cfg, params, examples, tmp_path):

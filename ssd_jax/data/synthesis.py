@@ -241,7 +241,8 @@ def _check_local(sharding: Sharding, process_index: int) -> None:
 def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str, config: SynthesisConfig, *,
                sharding: Sharding = NO_SHARDING, source_reports: Sequence[SourceReport] = (),
                process_index: int | None = None, process_count: int | None = None,
-               after_shard: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+               after_shard: Callable[[int, str], None] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
   """Samples every prompt `n_per_prompt` times into `out_dir`, skipping shards a previous run committed.
 
   Args:
@@ -250,6 +251,8 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
     source_reports: The loaders' reports; their counts and bad rows go into the manifest.
     process_index, process_count: Default to jax's; shard k is sampled by process k % process_count.
     after_shard: Called with (shard index, path) after each shard this process commits.
+    progress: Called with (prompts done, prompts of this process) as each prompt's samples finish (resumed shards
+      count as done), for a progress bar.
 
   Returns:
     The manifest on process 0 (or, while other processes' shards are missing, a summary with `finished: False`);
@@ -273,11 +276,16 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
                           "random_stream": f"{RANDOM_STREAM}; seed = run seed, stream_id = stream_id_of(prompt id)"})
   engine = None
   written, resumed, discarded = [], [], []
-  for k in range(process_index, len(shards), process_count):
+  mine = range(process_index, len(shards), process_count)
+  total, done = sum(len(shards[k]) for k in mine), 0
+  for k in mine:
     path = os.path.join(out_dir, shard_name(k))
     if os.path.exists(path):
       _check_shard(path, shards[k], config.n_per_prompt)
       resumed.append(k)
+      done += len(shards[k])
+      if progress is not None:
+        progress(done, total)
       continue
     torn = glob.glob(glob.escape(path) + ".tmp*")  # left by a kill before its commit: never part of the output
     for tmp in torn:
@@ -288,7 +296,11 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
       engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding, decode_text=tok.decode)
     requests = [Request(p.ids, n=config.n_per_prompt, sampling=config.sampling, stream_id=stream_id_of(p.record.id))
                 for p in shards[k]]
-    results = engine.generate(requests, seed=config.seed)
+    # The engine counts finished samples; a prompt is done when its n are.
+    on_samples = None if progress is None else (
+        lambda samples, _, base=done: progress(base + samples // config.n_per_prompt, total))
+    results = engine.generate(requests, seed=config.seed, progress=on_samples)
+    done += len(shards[k])
     rows = _sample_rows(shards[k], results, config.degeneracy)
     _commit(path, b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
     written.append(k)

@@ -29,7 +29,7 @@ class TrainConfig:
     remat: "none" | "full" | "dots", passed to `hidden_states`.
     attention: "xla" (any rows, memory quadratic in S) | "cudnn" (GPU flash attention; unpacked rows only).
     loss_chunk_size: Sequence positions per cross-entropy chunk.
-    save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options.
+    save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options (max_to_keep 0: keep all).
     log_every: Steps between metric records.
   """
 

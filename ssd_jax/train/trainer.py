@@ -36,7 +36,7 @@ from ssd_jax.models import hf
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules, make_mesh
 from ssd_jax.models.tokenizer import Tokenizer
-from ssd_jax.models.transformer import Params, Sharding, hidden_states, param_shardings
+from ssd_jax.models.transformer import Params, Sharding, abstract_params, hidden_states, param_shardings
 from ssd_jax.train.loss import chunked_nll
 from ssd_jax.train.metrics import MetricsLogger
 from ssd_jax.train.optim import TrainConfig, lr_schedule, make_optimizer
@@ -166,7 +166,8 @@ class Trainer:
     self.manager = None
     self.metrics = None
     if workdir is not None:
-      options = ocp.CheckpointManagerOptions(save_interval_steps=tc.save_interval_steps, max_to_keep=tc.max_to_keep,
+      options = ocp.CheckpointManagerOptions(save_interval_steps=tc.save_interval_steps,
+                                             max_to_keep=tc.max_to_keep or None,  # 0: keep every checkpoint
                                              enable_async_checkpointing=tc.async_checkpointing)
       self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
       if jax.process_index() == 0:
@@ -261,6 +262,33 @@ class Trainer:
       self.manager.close()
     if self.metrics is not None:
       self.metrics.close()
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """The steps whose checkpoints `run_sft(workdir=...)` kept (orbax's max_to_keep drops older ones)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  with ocp.CheckpointManager(directory) as manager:
+    return sorted(manager.all_steps())
+
+
+def restore_params(workdir: str, step: int, cfg: ModelConfig, mesh: Mesh, rules: ShardingRules | None = None
+                   ) -> Params:
+  """The model params saved at `step` by `run_sft(workdir=...)`, placed on their shardings on `mesh`.
+
+  Only the params are read (orbax's partial restore), not the optimizer state beside them.
+  """
+  kept = saved_steps(workdir)
+  if step not in kept:
+    raise FileNotFoundError(f"{workdir}: no checkpoint at step {step} (kept: {kept or 'none'}); checkpoints are "
+                            "saved every train.save_interval_steps and the last train.max_to_keep are kept")
+  target = {"params": abstract_params(cfg, mesh, rules or ShardingRules())}
+  with ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints")) as manager:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                     partial_restore=True)))
+  return restored["state"]["params"]
 
 
 def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer: Tokenizer, data_cfg: DataConfig,
