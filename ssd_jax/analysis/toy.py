@@ -28,27 +28,26 @@ reference is silent or loose, made here:
     ~1e-6, so it differs from q_s by sampling noise only.
   * Evaluation sweeps T_eval over 0.05..4.00 in steps of 0.01 (the reference gives no range; 4.00 covers every
     optimum of the ideal student, the latest being 3.42 at eval top-p 0.70) through `sampler.truncated_probs`,
-    exactly (no Monte Carlo): success probabilities are products of its float32 entries. "Best" is the maximum
-    over that grid, at the lowest T reaching it. A grid misses a peak that sits where a kept set changes with T
-    (the teacher's does), so "sup" is the exact supremum over the same range (`supremum`: every kept-set
-    breakpoint, both one-sided limits there, and a bounded maximisation of each smooth piece between them, in
-    float64), with its T and whether it is attained or only approached as T falls to that T. Three models are
-    swept: the teacher p0, the ideal student q_s
-    of Eq. 7 (the population limit of SSD), and the trained student. The student's curve follows q_s's to
-    ~1e-3 except near top-p boundaries, where sampling noise moves the T at which a token is admitted (at eval
-    top-p 0.80: T_eval 2.0-2.1, where a lock admits tok1, and >= 3.6, where a fork admits its 5th token).
+    exactly (no Monte Carlo): success probabilities are products of its float32 entries. "Best" is the maximum over
+    that grid, at the lowest T reaching it. A grid misses a peak that sits where a kept set changes with T (the
+    teacher's does), so "sup" is the exact supremum over the same range (`supremum`: every kept-set breakpoint, both
+    one-sided limits there, and a bounded maximisation of each smooth piece between them, in float64), with its T
+    and whether it is attained or only approached as T falls to that T. Three models are swept: the teacher p0, the
+    ideal student q_s of Eq. 7 (the population limit of SSD), and the trained student. The student's curve follows
+    q_s's to ~1e-3 except near top-p boundaries, where sampling noise moves the T at which a token is admitted (at
+    eval top-p 0.80: T_eval 2.0-2.1, where a lock admits tok1, and >= 3.6, where a fork admits its 5th token).
 
-Agreement with the paper. ssd_paper.md §6.7 withholds the paper's toy numbers on purpose ("check against the
-ideal student of Eq. 7, not against numbers"), so no printed number can be compared with a reported one;
-tests/test_toy.py holds the trained student to q_s within binomial error instead (and checks that a wrong
-T_train or top-p misses it). The qualitative claims of §6.3 do hold. Seed 0, 2^17 rollouts, eval top-p 0.80:
-the teacher's best on the grid is 0.0822 (T_eval 0.63) and its supremum 0.08334, at T_eval 0.63947 where the
-forks admit their 5th token (tok2); the student's best is 0.1358 (T_eval 2.02), supremum 0.13585 at 2.0247 (ideal q_s 0.1377
-at 2.09); the student beats the best-tuned teacher at every eval top-p of the grid (+0.013 at 0.90 to +0.054 at
-0.80; by supremum +0.0127 to +0.0525). The
-lock's support shrinks to {tok0, tok1} (tok0 0.750 -> 0.948) and its loss is dominated by support compression
-(-log kept mass 0.217 of 0.424 nats at init), while the fork keeps 5 tokens and its within-support reshaping
-term is as large as the compression term (0.156 vs 0.155): support compression at locks, reshaping at forks.
+Agreement with the paper. ssd_paper.md §6.7 withholds the paper's toy numbers on purpose ("check against the ideal
+student of Eq. 7, not against numbers"), so no printed number can be compared with a reported one; tests/test_toy.py
+holds the trained student to q_s within binomial error instead (and checks that a wrong T_train or top-p misses it).
+The qualitative claims of §6.3 do hold. Seed 0, 2^17 rollouts, eval top-p 0.80: the teacher's best on the grid is
+0.0822 (T_eval 0.63) and its supremum 0.08334, at T_eval 0.63947 where the forks admit their 5th token (tok2); the
+student's best is 0.1358 (T_eval 2.02), supremum 0.13585 at 2.0247 (ideal q_s 0.1377 at 2.09); the student beats the
+best-tuned teacher at every eval top-p of the grid (+0.013 at 0.90 to +0.054 at 0.80; by supremum +0.0127 to
++0.0525). The lock's support shrinks to {tok0, tok1} (tok0 0.750 -> 0.948) and its loss is dominated by support
+compression (-log kept mass 0.217 of 0.424 nats at init), while the fork keeps 5 tokens and its within-support
+reshaping term is as large as the compression term (0.156 vs 0.155): support compression at locks, reshaping at
+forks.
 """
 
 from __future__ import annotations
