@@ -211,11 +211,10 @@ def example_answers(evals: dict[str, dict], model_dirs: dict[str, str], per_prob
                 for path in _run_files(model_dirs[name], tag, "results") for r in read_jsonl(path, torn="drop")}
     if rows:
       texts[(name, temp)] = (rows, verdicts)
-  if not texts:
-    return []
-  common = sorted(set.intersection(*(set(rows) for rows, _ in texts.values())))
+  common = sorted(set.intersection(*(set(rows) for rows, _ in texts.values()))) if texts else []
   if not common:
     return []
+
   def rate(model_temp: tuple[str, str], pid: str) -> float:
     return per_problem[model_temp].get(pid, {}).get("pass@1", 0.0)
 
