@@ -173,3 +173,23 @@ def test_run_diagnostics_writes_four_pngs_and_json(setup, tmp_path):
   for name, m in table["models"].items():  # streaming chunks == the [N, V] path
     for key in ("cum_mass", "survivors", "entropy", "bucket_counts"):
       np.testing.assert_allclose(m[key], from_arrays[name][key], atol=1e-5)
+
+
+def _mass(label: str) -> float:
+  """A panel (a) tick label as the cumulative mass it names ("0.99", "1-5e-6")."""
+  return 1.0 - float(label[2:]) if label.startswith("1-") else float(label)
+
+
+@pytest.mark.parametrize("lowest, highest", [(0.79, 0.99), (0.3, 0.31), (0.0012, 0.16), (2e-7, 0.6), (1e-12, 1e-3),
+                                             (2e-5, 3e-5), (0.5, 0.5), (0.9, 1.0)])
+def test_cumulative_mass_axis_reads_in_order(lowest, highest):
+  """Panel (a)'s labels name the cumulative mass at their tick, rise up the (inverted) axis, and sit inside it;
+  the tiny run's flat curves (tails 0.79-0.99) once got tail-mass labels out of order."""
+  (bottom, top), ticks, labels = diagnostics.mass_axis(lowest, highest)
+  assert bottom >= highest and top <= lowest and bottom > top
+  assert len(ticks) >= 3 and all(top <= t <= bottom for t in ticks)
+  masses = [_mass(label) for label in labels]
+  assert all(b > a for a, b in zip(masses, masses[1:])), labels  # ticks run down the tail = up the axis
+  assert all(t2 < t1 for t1, t2 in zip(ticks, ticks[1:]))
+  for t, m in zip(ticks, masses):
+    assert m == pytest.approx(1.0 - t, abs=1e-9 + 1e-6 * t), (t, m)

@@ -249,10 +249,48 @@ def fig6_diagnostics(logits_by_model: Mapping[str, np.ndarray], *, temperatures:
 
 # -- plots ---------------------------------------------------------------------------------------------------
 
+TAIL_FLOOR = 1e-12  # panel (a) plots tail masses down to this
+
+
+def _tail_label(m: int, k: int) -> str:
+  """The cumulative mass 1 - m 10^-k as text: 0, 0.8, 0.9, 0.95, 0.99, 0.999, then 1-1e-4, 1-5e-5, ..."""
+  return f"{1.0 - m * 10.0 ** -k:.{k}f}" if k <= 3 else f"1-{m}e-{k}"
+
+
+def mass_axis(lowest: float, highest: float) -> tuple[tuple[float, float], list[float], list[str]]:
+  """Panel (a)'s y axis: the tail mass 1 - cum on an inverted log scale, labelled as the cumulative mass.
+
+  Args:
+    lowest, highest: the smallest and largest tail mass plotted, in [TAIL_FLOOR, 1].
+
+  Returns:
+    (bottom, top) limits (bottom > top: inverted, so the cumulative mass grows upwards), tick positions (tail
+    masses inside the limits, descending) and labels (their cumulative masses, increasing up the axis). Ticks sit
+    at tails 10^-k (0.9, 0.99, ...), or, when the curves span fewer than three of those, also at 2 and 5 10^-k
+    (0.8, 0.95, 0.98, ...), then at every digit; curves flatter still (a tiny model's) get evenly spaced masses.
+  """
+  from matplotlib.ticker import MaxNLocator
+
+  lowest, highest = max(lowest, TAIL_FLOOR), min(max(highest, lowest), 1.0)
+  bottom, top = min(1.0, highest * 1.2), lowest / 1.2
+  k_max = int(np.ceil(-np.log10(top))) + 1
+  for digits in ((1,), (1, 2, 5), tuple(range(1, 10))):
+    cells = sorted(((m * 10.0 ** -k, m, k) for k in range(k_max + 1) for m in digits
+                    if top <= m * 10.0 ** -k <= bottom), reverse=True)
+    if len(cells) >= 3:
+      return (bottom, top), [t for t, _, _ in cells], [_tail_label(m, k) for _, m, k in cells]
+  masses = [float(m) for m in MaxNLocator(nbins=5).tick_values(1.0 - bottom, 1.0 - top)
+            if 1.0 - bottom <= m <= 1.0 - top]
+  step = masses[1] - masses[0] if len(masses) > 1 else 1.0 - top
+  decimals = next(d for d in range(1, 17) if all(abs(round(m, d) - m) < 1e-6 * step for m in masses))
+  ticks = [1.0 - m for m in masses]  # 1 - (1 - t) may land a rounding error outside the limits: widen them
+  return (max(bottom, *ticks), min(top, *ticks)), ticks, [f"{m:.{decimals}f}" for m in masses]
+
 
 def plot_fig6(table: dict, out_dir: str) -> list[str]:
   """Writes the four panels (every model on each) as PNGs into out_dir; returns their paths in panel order."""
   import matplotlib
+  import matplotlib.ticker
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
@@ -273,14 +311,14 @@ def plot_fig6(table: dict, out_dir: str) -> list[str]:
 
   fig, ax = plt.subplots(figsize=(6, 4))
   rank = np.arange(1, cfg["ranks"] + 1)
-  tails = {name: np.clip(1.0 - np.asarray(m["cum_mass"]), 1e-12, 1.0) for name, m in models.items()}
+  tails = {name: np.clip(1.0 - np.asarray(m["cum_mass"]), TAIL_FLOOR, 1.0) for name, m in models.items()}
   for name in names:  # tail mass on an inverted log axis reads as cumulative mass 1 - 10^-k
     ax.plot(rank, tails[name], label=name)
   ax.set_yscale("log")
-  ax.invert_yaxis()
-  lowest = min(t.min() for t in tails.values())
-  decades = range(0, int(np.ceil(-np.log10(lowest))) + 1)  # only the decades the curves reach
-  ax.set_yticks([10.0 ** -k for k in decades], ["0" if k == 0 else f"1-1e-{k}" for k in decades])
+  limits, ticks, labels = mass_axis(min(t.min() for t in tails.values()), max(t.max() for t in tails.values()))
+  ax.set_ylim(*limits)  # bottom > top: inverted, cumulative mass grows upwards
+  ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # log minor ticks would be labelled as tail masses
+  ax.set_yticks(ticks, labels)
   ax.set(xlabel="token rank", ylabel="cumulative probability mass",
          title="(a) cumulative mass vs rank (T=1, untruncated)")
 

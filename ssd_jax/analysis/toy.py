@@ -28,21 +28,26 @@ reference is silent or loose, made here:
     ~1e-6, so it differs from q_s by sampling noise only.
   * Evaluation sweeps T_eval over 0.05..4.00 in steps of 0.01 (the reference gives no range; 4.00 covers every
     optimum of the ideal student, the latest being 3.42 at eval top-p 0.70) through `sampler.truncated_probs`,
-    exactly (no Monte Carlo): success probabilities are products of its float32 entries. "Best" is the maximum
-    over that grid, at the lowest T reaching it. Three models are swept: the teacher p0, the ideal student q_s
-    of Eq. 7 (the population limit of SSD), and the trained student. The student's curve follows q_s's to
-    ~1e-3 except near top-p boundaries, where sampling noise moves the T at which a token is admitted (at eval
-    top-p 0.80: T_eval 2.0-2.1, where a lock admits tok1, and >= 3.6, where a fork admits its 5th token).
+    exactly (no Monte Carlo): success probabilities are products of its float32 entries. "Best" is the maximum over
+    that grid, at the lowest T reaching it. A grid misses a peak that sits where a kept set changes with T (the
+    teacher's does), so "sup" is the exact supremum over the same range (`supremum`: every kept-set breakpoint, both
+    one-sided limits there, and a bounded maximisation of each smooth piece between them, in float64), with its T
+    and whether it is attained or only approached as T falls to that T. Three models are swept: the teacher p0, the
+    ideal student q_s of Eq. 7 (the population limit of SSD), and the trained student. The student's curve follows
+    q_s's to ~1e-3 except near top-p boundaries, where sampling noise moves the T at which a token is admitted (at
+    eval top-p 0.80: T_eval 2.0-2.1, where a lock admits tok1, and >= 3.6, where a fork admits its 5th token).
 
-Agreement with the paper. ssd_paper.md §6.7 withholds the paper's toy numbers on purpose ("check against the
-ideal student of Eq. 7, not against numbers"), so no printed number can be compared with a reported one;
-tests/test_toy.py holds the trained student to q_s within binomial error instead (and checks that a wrong
-T_train or top-p misses it). The qualitative claims of §6.3 do hold. Seed 0, 2^17 rollouts, eval top-p 0.80:
-the teacher's best is 0.0822 (T_eval 0.63), the student's 0.1364 (T_eval 1.98; ideal q_s 0.1377 at 2.09); the
-student beats the best-tuned teacher at every eval top-p of the grid (+0.014 at 0.90 to +0.054 at 0.80). The
-lock's support shrinks to {tok0, tok1} (tok0 0.750 -> 0.948) and its loss is dominated by support compression
-(-log kept mass 0.217 of 0.424 nats at init), while the fork keeps 5 tokens and its within-support reshaping
-term is as large as the compression term (0.156 vs 0.155): support compression at locks, reshaping at forks.
+Agreement with the paper. ssd_paper.md §6.7 withholds the paper's toy numbers on purpose ("check against the ideal
+student of Eq. 7, not against numbers"), so no printed number can be compared with a reported one; tests/test_toy.py
+holds the trained student to q_s within binomial error instead (and checks that a wrong T_train or top-p misses it).
+The qualitative claims of §6.3 do hold. Seed 0, 2^17 rollouts, eval top-p 0.80: the teacher's best on the grid is
+0.0822 (T_eval 0.63) and its supremum 0.08334, at T_eval 0.63947 where the forks admit their 5th token (tok2); the
+student's best is 0.1358 (T_eval 2.02), supremum 0.13585 at 2.0247 (ideal q_s 0.1377 at 2.09); the student beats the
+best-tuned teacher at every eval top-p of the grid (+0.013 at 0.90 to +0.054 at 0.80; by supremum +0.0127 to
++0.0525). The lock's support shrinks to {tok0, tok1} (tok0 0.750 -> 0.948) and its loss is dominated by support
+compression (-log kept mass 0.217 of 0.424 nats at init), while the fork keeps 5 tokens and its within-support
+reshaping term is as large as the compression term (0.156 vs 0.155): support compression at locks, reshaping at
+forks.
 """
 
 from __future__ import annotations
@@ -109,10 +114,13 @@ def _transitions() -> np.ndarray:
   return nxt
 
 
-def success(probs: jax.Array) -> jax.Array:
-  """probs [..., 9, V] -> [...]: P(PASS) = sum over paths of q(root -> path) prod_{path states} q(tok0)."""
+def success(probs: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
+  """probs [..., 9, V] -> [...]: P(PASS) = sum over paths of q(root -> path) prod_{path states} q(tok0).
+
+  Array methods only, so a float64 numpy table stays numpy (the supremum search) and a jax one stays jax.
+  """
   correct = probs[..., 1:, 0].reshape(probs.shape[:-2] + (2, PATH_LEN))
-  return probs[..., 0, 0] * jnp.prod(correct[..., 0, :], -1) + probs[..., 0, 1] * jnp.prod(correct[..., 1, :], -1)
+  return probs[..., 0, 0] * correct[..., 0, :].prod(-1) + probs[..., 0, 1] * correct[..., 1, :].prod(-1)
 
 
 def rollout_counts(seed: int, n: int, *, temperature: float = T_TRAIN, top_p: float = TOP_P_TRAIN,
@@ -193,6 +201,102 @@ def sweep(logits: jax.Array, temps: jax.Array, top_ps: jax.Array) -> jax.Array:
   return success(truncated_probs(rows, t_rows, 0, p_rows).reshape(shape + (V,)))
 
 
+# -- the exact optimum over T --------------------------------------------------------------------------------
+
+PIECE_POINTS = 257  # evaluations across one smooth piece before the bounded refinement around the best of them
+
+
+def _log_tempered(logits: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+  """logits [S, V] float64 (-inf allowed), temperatures [N] -> [N, S, V] log softmax(logits / T), untruncated."""
+  z = logits[None] / temperatures[:, None, None]
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def kept_sets(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+  """[S, V] bool: the tokens eval top-p keeps at T, by the sampler's rule in float64.
+
+  A token stays iff the tempered mass of the tokens strictly more likely than it is < top_p, so ties stay
+  together and the top token always stays (`sampler.truncated_probs` thresholds the tempered logits the same way).
+  """
+  q = np.exp(_log_tempered(logits, np.array([temperature])))[0]  # [S, V]
+  above = np.where(q[:, None, :] > q[:, :, None], q[:, None, :], 0.0).sum(-1)  # [S, V]: mass strictly above
+  return ((above < top_p) | (q == q.max(-1, keepdims=True))) & np.isfinite(logits)
+
+
+def _piece_success(logits: np.ndarray, kept: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+  """P(PASS) [N] at temperatures [N] with the kept sets [S, V] held fixed: one smooth piece's formula, which
+  extends continuously to the piece's ends (the one-sided limits there)."""
+  z = np.where(kept[None], logits[None] / temperatures[:, None, None], -np.inf)  # [N, S, V]
+  q = np.exp(z - z.max(-1, keepdims=True))
+  return success(q / q.sum(-1, keepdims=True))
+
+
+def kept_set_breakpoints(logits: np.ndarray, top_p: float, t_range: tuple[float, float]) -> np.ndarray:
+  """Sorted T inside t_range at which some state's kept set changes.
+
+  The tokens' order does not depend on T, and the mass S_i(T) of the i most likely tokens falls strictly as T
+  rises (d log S_i / d(1/T) = E_top-i[log p] - E[log p] > 0), so each (state, i) crosses top_p at most once:
+  token i + 1 joins the kept set just past that T (at the crossing itself S_i = top_p, and it is still out).
+  """
+  from scipy.optimize import brentq
+
+  lo, hi = t_range
+  roots = []
+  for row in np.unique(logits, axis=0):  # the teacher's paths share their rows
+    x = np.sort(row[np.isfinite(row)])[::-1]
+    for i in range(1, len(x)):
+      if x[i] == x[i - 1]:
+        continue  # token i + 1 is tied with token i: the tie group joins at once, when its first member does
+
+      def excess(t: float, i: int = i, x: np.ndarray = x) -> float:
+        w = np.exp((x - x[0]) / t)
+        return w[:i].sum() / w.sum() - top_p
+
+      if excess(lo) > 0 > excess(hi):
+        roots.append(brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps))
+  return np.unique(roots)
+
+
+def supremum(logits: np.ndarray, top_p: float, t_range: tuple[float, float] = (T_GRID[0], T_GRID[-1])) -> dict:
+  """The supremum of P(PASS) over T in t_range at eval top-p, exactly, and the T reaching it.
+
+  P(PASS) is smooth in T between kept-set breakpoints and jumps at them, so a grid misses a peak that sits at
+  a jump (the teacher's does). Each piece is maximised on its closure with its kept sets held fixed (a dense
+  evaluation, then a bounded scalar refinement around the best point), which takes in both one-sided limits
+  at every breakpoint. A piece's value at its left end past a breakpoint is the limit as T falls to that
+  breakpoint from above: not attained, since the token that makes it joins only past the breakpoint.
+
+  Args:
+    logits: [S = 9, V] a model's per-state logits (float; -inf for discarded tokens).
+    top_p: the eval top-p (no top-k, as in the sweep).
+    t_range: the closed range of T searched (default: the sweep's).
+
+  Returns:
+    {"value", "T", "attained"}: the supremum, its T (the lowest one on ties) and whether P(PASS) at T equals it.
+  """
+  from scipy.optimize import minimize_scalar
+
+  x = np.asarray(logits, np.float64)
+  lo, hi = float(t_range[0]), float(t_range[1])
+  edges = [lo, *kept_set_breakpoints(x, top_p, (lo, hi)).tolist(), hi]
+  best = {"value": -1.0}
+  for a, b in zip(edges[:-1], edges[1:]):
+    kept = kept_sets(x, 0.5 * (a + b), top_p)
+    ts = np.linspace(a, b, PIECE_POINTS)
+    vals = _piece_success(x, kept, ts)
+    j = int(vals.argmax())
+    value, t = float(vals[j]), float(ts[j])
+    if 0 < j < len(ts) - 1:
+      res = minimize_scalar(lambda u: -_piece_success(x, kept, np.array([u]))[0], bounds=(ts[j - 1], ts[j + 1]),
+                            method="bounded", options={"xatol": 1e-12})
+      if -res.fun > value:
+        value, t = float(-res.fun), float(res.x)
+    if value > best["value"]:  # pieces run in increasing T: ties keep the lower T
+      best = {"value": value, "T": t, "attained": not (t == a and a != lo)}
+  return best
+
+
 def run(*, samples: int = 2 ** 17, seed: int = 0, steps: int = 1500) -> dict:
   """The whole toy: sample, train, sweep. Returns the JSON-able summary (see `main`)."""
   counts = rollout_counts(seed, samples)
@@ -203,11 +307,14 @@ def run(*, samples: int = 2 ** 17, seed: int = 0, steps: int = 1500) -> dict:
   best = grid.argmax(-1)  # [3, P]: the lowest T among equal maxima
   out: dict = {"eval_top_p": TOP_P_EVAL, "t_train": T_TRAIN, "top_p_train": TOP_P_TRAIN, "samples": samples,
                "seed": seed, "steps": steps, "t_eval_range": [float(T_GRID[0]), float(T_GRID[-1])], "grid": []}
+  tables = np.asarray(models, np.float64)
   for i, p in enumerate(TOP_P_GRID):
     entry = {"top_p": p}
     for j, name in enumerate(MODELS):
       entry[f"{name}_best"] = float(grid[j, i, best[j, i]])
       entry[f"{name}_best_T"] = float(T_GRID[best[j, i]])
+      sup = supremum(tables[j], p)
+      entry.update({f"{name}_sup": sup["value"], f"{name}_sup_T": sup["T"], f"{name}_sup_attained": sup["attained"]})
     out["grid"].append(entry)
     if p == TOP_P_EVAL:
       out.update({k: v for k, v in entry.items() if k != "top_p"})
@@ -255,6 +362,16 @@ def report(out: dict) -> str:
             "  top-p  " + "".join(f"{m:>17s}" for m in MODELS) + "  student - teacher"]
   lines += [f"  {g['top_p']:.2f}   " + "".join(f"  {g[m + '_best']:.4f} ({g[m + '_best_T']:.2f})" for m in MODELS)
             + f"  {g['student_best'] - g['teacher_best']:+.4f}" for g in out["grid"]]
+  lines += ["", f"supremum over T_eval in [{lo:.2f}, {hi:.2f}], exact (every kept-set breakpoint and the smooth pieces "
+            "between them; * = a limit as T falls to the printed T, not attained), value (T):",
+            "  top-p  " + "".join(f"{m:>21s}" for m in MODELS) + "  student - teacher"]
+  lines += [f"  {g['top_p']:.2f}   " + "".join(
+      f"  {g[m + '_sup']:.6f} ({g[m + '_sup_T']:.4f}){' ' if g[m + '_sup_attained'] else '*'}" for m in MODELS)
+            + f"  {g['student_sup'] - g['teacher_sup']:+.6f}" for g in out["grid"]]
+  lines += [""] + [f"{m} at eval top-p {out['eval_top_p']}: sup P(success) {out[m + '_sup']:.6f} "
+                    + ("at" if out[m + "_sup_attained"] else "as T falls to") + f" T_eval {out[m + '_sup_T']:.6f} "
+                    f"(the 0.01 grid's best: {out[m + '_best']:.6f} at {out[m + '_best_T']:.2f})"
+                    for m in ("teacher", "student")]
   cols = ("kept_mass", "support_compression", "reshaping", "alignment", "constant", "loss", "H_gate", "H_head",
           "H_tail", "H_entropy")
   lines += ["", f"Eq. 15 loss terms and Eq. 30-31 entropy terms (nats) at S_s of T_train {out['t_train']} / top-p "
@@ -274,7 +391,8 @@ def report(out: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-  """CLI: prints the table, then one JSON line with teacher_best(_T), student_best(_T), the grid and more."""
+  """CLI: prints the table, then one JSON line with teacher_best(_T), student_best(_T) (the 0.01 grid's best),
+  teacher_sup(_T, _attained), student_sup(_T, _attained) (the exact supremum), the grid and more."""
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--samples", type=int, default=2 ** 17, help="teacher rollouts")
   ap.add_argument("--seed", type=int, default=0)
