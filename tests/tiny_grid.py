@@ -16,4 +16,9 @@ def get_config():
   config = tiny.get_config()
   config.workdir = "/tmp/ssd_jax/tiny_grid"
   config.eval.ssd.checkpoints = (2,)
+  # Smaller than tiny.py's run: three cells in a CI test (8 prompts, 8 problems, 16 new tokens).
+  config.data.limit = 16
+  config.eval.limit = 16
+  config.sample.max_new_tokens = 16
+  config.eval.max_new_tokens = 16
   return config
