@@ -179,6 +179,18 @@ def test_auto_attention_per_backend_and_rows():
   assert "falls back to XLA" in fused_attention.auto_attention("cpu", True)[1]
 
 
+def test_bench_packs_equal_documents_per_row():
+  """bench.device --segments: n documents per row, positions restarting in each."""
+  from ssd_jax.bench.device import packed_segments
+
+  segment_ids, positions = packed_segments(10, 3)
+  np.testing.assert_array_equal(segment_ids, [1, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+  np.testing.assert_array_equal(positions, [0, 1, 2, 0, 1, 2, 0, 1, 2, 3])
+  np.testing.assert_array_equal(packed_segments(4, 1)[1], np.arange(4))
+  with pytest.raises(ValueError, match="--segments must be in 1..--seq"):
+    packed_segments(4, 5)
+
+
 def test_a_kernel_for_another_backend_is_refused_by_name():
   q, k, v = _qkv(1, 128, 2, 1, 8)
   seg = jnp.ones((1, 128), jnp.int32)
