@@ -15,9 +15,10 @@ with Qwen3-4B's shapes (36 layers, d 2560, 32/8 heads of 128, MLP 9728, vocab 15
   must read every weight once (for MoE: the experts the batch's tokens route to, in expectation) and the K/V of
   every filled position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
 - train: the SFT step (float32 master weights and AdamW state, bf16 matmuls, remat, chunked cross-entropy) on
-  a [train-batch, seq] batch of random tokens, each row one document or --segments packed ones; MFU = model FLOPs/s / peak, model FLOPs per token =
-  6 * (non-embedding matmul params + the LM head) + 12 * layers * seq * heads * head_dim (PaLM's convention:
-  full attention, remat recomputation not counted).
+  a [train-batch, seq] batch of random tokens, each row one document or --segments packed ones (through
+  --attention); MFU = model FLOPs/s / peak, model FLOPs per token = 6 * (non-embedding matmul params + the LM
+  head) + 12 * layers * seq * heads * head_dim (PaLM's convention: full attention over the row whatever its
+  documents, remat recomputation not counted).
 
 Peaks come from a table of published dense bf16 FLOP/s and HBM bandwidth keyed by device kind (override with
 --peak-tflops / --hbm-gbps). The same run also measures its peers on the chip: an 8192^3 bf16 matmul and a
