@@ -2,7 +2,8 @@
 
   python -m ssd_jax.bench.device [--size qwen3-4b|qwen3-30b-a3b|toy|toy-moe] [--decode-batch 64]
                                  [--prompt-tokens 256] [--new-tokens 256] [--max-new-configured 65536]
-                                 [--train-batch 8] [--seq 2048] [--train-steps 4]
+                                 [--train-batch 8] [--seq 2048] [--segments 1] [--train-steps 4]
+                                 [--attention xla|cudnn|splash|pallas_gpu]
                                  [--remat full] [--peak-tflops X] [--hbm-gbps Y] [--skip decode|train]
 
 One prepared script for a lent GPU/TPU machine (and a CPU smoke run at --size toy). A random-init model
@@ -14,9 +15,10 @@ with Qwen3-4B's shapes (36 layers, d 2560, 32/8 heads of 128, MLP 9728, vocab 15
   must read every weight once (for MoE: the experts the batch's tokens route to, in expectation) and the K/V of
   every filled position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
 - train: the SFT step (float32 master weights and AdamW state, bf16 matmuls, remat, chunked cross-entropy) on
-  a [train-batch, seq] batch of random tokens; MFU = model FLOPs/s / peak, model FLOPs per token =
-  6 * (non-embedding matmul params + the LM head) + 12 * layers * seq * heads * head_dim (PaLM's convention:
-  full attention, remat recomputation not counted).
+  a [train-batch, seq] batch of random tokens, each row one document or --segments packed ones (through
+  --attention); MFU = model FLOPs/s / peak, model FLOPs per token = 6 * (non-embedding matmul params + the LM
+  head) + 12 * layers * seq * heads * head_dim (PaLM's convention: full attention over the row whatever its
+  documents, remat recomputation not counted).
 
 Peaks come from a table of published dense bf16 FLOP/s and HBM bandwidth keyed by device kind (override with
 --peak-tflops / --hbm-gbps). The same run also measures its peers on the chip: an 8192^3 bf16 matmul and a
@@ -210,6 +212,15 @@ def bench_decode(args: argparse.Namespace, hbm_bytes_s: float | None) -> dict:
   return result
 
 
+def packed_segments(seq: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """One row of n packed documents of near-equal length: (segment ids 1..n [seq], positions inside each [seq])."""
+  if not 1 <= n <= seq:
+    raise ValueError(f"--segments must be in 1..--seq ({seq}), got {n}")
+  starts = np.linspace(0, seq, n + 1).astype(np.int64)[:-1]
+  segment_ids = np.searchsorted(starts, np.arange(seq), side="right").astype(np.int32)
+  return segment_ids, (np.arange(seq) - starts[segment_ids - 1]).astype(np.int32)
+
+
 def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   from ssd_jax.train.optim import TrainConfig
   from ssd_jax.train.trainer import Trainer
@@ -224,9 +235,10 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   rng = np.random.default_rng(0)
   ids = rng.integers(0, cfg.vocab_size, (args.train_batch, args.seq + 1)).astype(np.int32)
   ones = np.ones((args.train_batch, args.seq), np.int32)
+  segment_ids, positions = packed_segments(args.seq, args.segments)
   batch = trainer.device_batch({"inputs": ids[:, :-1], "targets": ids[:, 1:], "weights": ones.astype(np.float32),
-                                "segment_ids": ones,
-                                "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32), ones.shape)})
+                                "segment_ids": np.broadcast_to(segment_ids, ones.shape),
+                                "positions": np.broadcast_to(positions, ones.shape)})
   step_fn = trainer.step_fn
   t0 = time.perf_counter()
   trainer.state, metrics = step_fn(trainer.state, batch)
@@ -243,7 +255,7 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   result = {"step_s": step_s, "warmup_s": warmup_s, "tokens_per_s": tokens_per_s, "params": total,
             "matmul_params": matmul, "flops_per_token": flops_per_token,
             "model_tflops_per_s": tokens_per_s * flops_per_token / 1e12, "loss_first": first_loss,
-            "attention": args.attention, "seq": args.seq, "batch": args.train_batch,
+            "attention": args.attention, "seq": args.seq, "segments": args.segments, "batch": args.train_batch,
             "loss_last": last_loss}
   if peak_flops:
     result["mfu"] = tokens_per_s * flops_per_token / peak_flops
@@ -266,7 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--seq", type=int, default=2048)
   parser.add_argument("--train-steps", type=int, default=4, help="timed steps after one warm-up step")
   parser.add_argument("--remat", default="full", choices=("none", "full", "dots"))
-  parser.add_argument("--attention", default="xla", choices=("xla", "cudnn"), help="training attention")
+  parser.add_argument("--segments", type=int, default=1,
+                      help="documents packed per training row (1: unpacked rows; cudnn needs 1)")
+  parser.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash", "pallas_gpu"),
+                      help="training attention (ssd_jax.models.fused_attention)")
   parser.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet bf16 peak")
   parser.add_argument("--hbm-gbps", type=float, default=None, help="override the datasheet HBM bandwidth")
   parser.add_argument("--matmul-n", type=int, default=8192, help="size of the measured peer matmul")
@@ -308,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["train"] = t
     mfu = f", MFU {100 * t['mfu']:.1f}%" if peak_flops else ""
     print(f"train f32 master / bf16 compute, batch {args.train_batch} x {args.seq}, remat {args.remat}, "
-          f"attention {args.attention}: "
+          f"attention {args.attention}, {args.segments} document(s) per row: "
           f"{t['tokens_per_s']:.0f} tokens/s, {t['model_tflops_per_s']:.1f} model TFLOP/s{mfu}; "
           f"{100 * t['fraction_of_measured_matmul']:.1f}% of the measured matmul "
           f"(loss {t['loss_first']:.3f} -> {t['loss_last']:.3f}, warm-up {t['warmup_s']:.0f} s)", flush=True)

@@ -100,24 +100,13 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 # -- attention -------------------------------------------------------------------------------------
 
 
-ATTENTION_IMPLS = ("xla", "cudnn")
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """Grouped-query attention, XLA's dense masked einsum (training picks among fused kernels in `fused_attention`).
 
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *, impl: str = "xla",
-              lengths: jax.Array | None = None) -> jax.Array:
-  """Grouped-query attention.
-
-  q: [B, S, H, Dh]; k, v: [B, K, T, Dh] -> [B, S, H, Dh].
-  impl "xla": mask [B, S, T] bool (True = may attend); scores and softmax in float32. It materialises the
-    [B, H, S, T] scores, which bounds the sequence length (~2.5x the f32 scores per layer in the backward).
-  impl "cudnn": cuDNN's fused (flash) attention through `jax.nn.dot_product_attention`, causal, for rows that
-    hold one sequence each from position 0: `lengths` [B] real tokens per row, the rest right padding (the
-    mask is not used). Memory is linear in S. GPUs only; packed rows need "xla".
+  q: [B, S, H, Dh]; k, v: [B, K, T, Dh]; mask [B, S, T] bool (True = may attend) -> [B, S, H, Dh]. Scores and
+  softmax in float32. It materialises the [B, H, S, T] scores, which bounds the sequence length (~2.5x the f32
+  scores per layer in the backward).
   """
-  if impl == "cudnn":
-    return causal_attention_by_length(q, k, v, lengths, implementation="cudnn")
-  if impl != "xla":
-    raise ValueError(f"unknown attention {impl!r}; expected one of {ATTENTION_IMPLS}")
   b, s, h, dh = q.shape
   kv_heads = k.shape[1]
   q = q.reshape(b, s, kv_heads, h // kv_heads, dh)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.sharding import Mesh
 
-from ssd_jax.models import layers, paged
+from ssd_jax.models import fused_attention, layers, paged
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import Logical, ShardingRules, constrain
 
@@ -246,12 +246,14 @@ def _moe_loss(stats: list, num_tokens: jax.Array, cfg: ModelConfig) -> jax.Array
   return cfg.num_experts * jnp.sum(hits * probs)
 
 
-def _block(layer: Layer, x: jax.Array, positions: jax.Array, mask: jax.Array | None, token_mask: jax.Array,
-           cfg: ModelConfig, sh: Sharding, attention: str = "xla", lengths: jax.Array | None = None):
+def _block(layer: Layer, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, mask: jax.Array | None,
+           token_mask: jax.Array, cfg: ModelConfig, sh: Sharding, attention: str = "xla", interpret: bool = False):
   """One decoder layer over a full sequence: x [B, S, D] f32 -> (x, k, v [B, K, S, Dh], balance stats)."""
   h = layers.rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
   q, k, v = _project_qkv(layer.attn, h, positions, cfg, sh)
-  x = x + _attn_out(layer.attn, layers.attention(q, k, v, mask, impl=attention, lengths=lengths), cfg)
+  attn = fused_attention.attention(q, k, v, segment_ids, impl=attention, mask=mask, mesh=sh.mesh, rules=sh.rules,
+                                   interpret=interpret)
+  x = x + _attn_out(layer.attn, attn, cfg)
   y, stats = _ffn(layer, x, token_mask, cfg, sh)
   return sh.constrain(x + y, ("batch", "sequence", "act_embed")), k, v, stats
 
@@ -270,24 +272,24 @@ REMAT_POLICIES = {
 
 def hidden_states(params: Params, tokens: jax.Array, segment_ids: jax.Array, cfg: ModelConfig,
                   positions: jax.Array | None = None, sharding: Sharding = NO_SHARDING,
-                  remat: str = "none", attention: str = "xla") -> tuple[jax.Array, jax.Array]:
+                  remat: str = "none", attention: str = "xla", interpret: bool = False
+                  ) -> tuple[jax.Array, jax.Array]:
   """Full-sequence decoder. tokens, segment_ids [B, S] (segment 0 = padding; packed documents have
   distinct ids and never attend across) -> (final-normed hidden [B, S, D] f32, MoE balance loss scalar).
 
   positions default to the offset inside each segment, which handles left/right padding and packing.
-  attention "cudnn" (`layers.attention`) needs one right-padded sequence per row (no packing, no left padding).
+  `attention` is `fused_attention.attention`'s implementation ("cudnn" needs one right-padded sequence per row);
+  `interpret` runs its Pallas kernels in interpret mode (tests on CPU).
   """
   if positions is None:
     positions = layers.positions_from_segments(segment_ids)
   sh = sharding
-  fused = attention == "cudnn"
-  mask = None if fused else layers.segment_mask(segment_ids)
-  lengths = (segment_ids > 0).sum(axis=1).astype(jnp.int32) if fused else None
+  mask = layers.segment_mask(segment_ids) if attention == "xla" else None
   token_mask = (segment_ids > 0).astype(jnp.float32)
   x = _embed(params, tokens, sh)
 
   def block(layer: Layer, x: jax.Array):
-    x, _, _, stats = _block(layer, x, positions, mask, token_mask, cfg, sh, attention, lengths)
+    x, _, _, stats = _block(layer, x, positions, segment_ids, mask, token_mask, cfg, sh, attention, interpret)
     return x, stats
 
   if REMAT_POLICIES.get(remat, 0) == 0:

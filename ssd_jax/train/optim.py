@@ -27,7 +27,9 @@ class TrainConfig:
     weight_decay: Decoupled weight decay, applied to matrices only (not to norm scales or biases).
     max_grad_norm: Global-norm clipping threshold; <= 0 disables clipping.
     remat: "none" | "full" | "dots", passed to `hidden_states`.
-    attention: "xla" (any rows, memory quadratic in S) | "cudnn" (GPU flash attention; unpacked rows only).
+    attention: `ssd_jax.models.fused_attention.attention`'s implementation: "xla" (any backend and rows, memory
+      quadratic in S) | "cudnn" (GPU, unpacked rows only) | "splash" (TPU) | "pallas_gpu" (GPU); the last two take
+      packed and unpacked rows with memory linear in S. `fused_attention.auto_attention` picks per backend.
     loss_chunk_size: Sequence positions per cross-entropy chunk.
     save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options (max_to_keep 0: keep all).
     log_every: Steps between metric records.
