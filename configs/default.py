@@ -102,7 +102,8 @@ def get_config() -> config_dict.ConfigDict:
   config.train.weight_decay = 0.1
   config.train.max_grad_norm = 1.0  # not in the paper (not stated); the common choice
   config.train.remat = "full"
-  # "auto": cuDNN flash attention on GPUs when rows are unpacked (memory linear in seq_len), else XLA's (quadratic).
+  # "auto": splash attention on TPUs; on GPUs cuDNN flash attention for unpacked rows and Pallas GPU flash attention
+  # (segment ids) for packed rows; XLA's dense attention (quadratic in seq_len) on CPU. Or name one of them.
   config.train.attention = "auto"
   config.train.loss_chunk_size = 512
   config.train.save_interval_steps = 250
@@ -198,10 +199,10 @@ def paper_config(*, checkpoint: str, sample: dict, base_eval: dict, ssd_eval: di
   warmup, steps = (50, 300) if thinking else (250, 2500)
   config.train.update({"warmup_steps": warmup, "total_steps": steps, "save_interval_steps": warmup,
                        "grad_accum_steps": shape["grad_accum"]})
-  # The paper's 65,536. On GPUs (train.attention "auto" -> cuDNN flash attention, unpacked rows) attention memory is
-  # linear in S: a Qwen3-4B step at 32,768 ran on one H200 (BUILD_NOTES §5). Elsewhere attention is XLA's dense
-  # one, whose backward holds ~2.5x the f32 S x S scores of a chip's heads (20 / 81 GiB at 8,192 / 16,384 for 32
-  # heads): on TPU run --config.train.seq_len=16384 (dense) or 8192 (30B) until a splash-attention path lands.
+  # The paper's 65,536, unpacked (one sample per row, "global batch 32" read as 32 samples) or packed with
+  # --config.train.packing=True. train.attention "auto" is fused on both accelerators, so attention memory is linear
+  # in S: splash attention on TPU, cuDNN (unpacked) / Pallas flash attention with segment ids (packed) on GPU
+  # (BUILD_NOTES §14; a Qwen3-4B unpacked step at 32,768 ran on one H200, §5).
   config.train.seq_len = 65536
   config.eval.path = lcb_path
   config.eval.base.update(base_eval)

@@ -79,7 +79,8 @@ def check_config(config: config_dict.ConfigDict) -> None:
   _check_checkpoints(config, need)
   need(config.distributed.barrier_timeout_s > 0, "distributed.barrier_timeout_s", "a number of seconds > 0")
   need(config.train.global_batch_size >= 1, "train.global_batch_size", "an integer >= 1")
-  need(config.train.attention in ("auto", "xla", "cudnn"), "train.attention", "'auto', 'xla' or 'cudnn'")
+  need(config.train.attention in ("auto", "xla", "cudnn", "splash", "pallas_gpu"), "train.attention",
+       "'auto', 'xla', 'cudnn', 'splash' or 'pallas_gpu'")
   need(config.train.attention != "cudnn" or not config.train.packing, "train.attention",
        "'xla' or 'auto' when config.train.packing is on (the fused attention takes one sequence per row)")
   if config.model.checkpoint == "random":

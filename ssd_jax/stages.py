@@ -73,7 +73,8 @@ def train_settings(config: config_dict.ConfigDict, backend: str | None = None):
     if backend is None:
       import jax
       backend = jax.default_backend()
-    fields["attention"] = "cudnn" if backend == "gpu" and not t["packing"] else "xla"
+    from ssd_jax.models.fused_attention import auto_attention
+    fields["attention"], _ = auto_attention(backend, t["packing"])
   data = DataConfig(**{field: t[key] for key, field in _TRAIN_DATA_KEYS.items()})
   return TrainConfig(**fields), data
 
@@ -281,6 +282,9 @@ def train(run: Run) -> dict:
   from ssd_jax.train.trainer import run_sft
 
   tc, dc = train_settings(run.config)
+  if run.config.train.attention == "auto":
+    from ssd_jax.models.fused_attention import auto_attention
+    log.info("train.attention auto -> %s: %s", *auto_attention(jax.default_backend(), run.config.train.packing))
   base = base_model(run)
   t0 = time.time()
   # Sampling used per-process meshes; with several processes training needs the params on the global one.
