@@ -39,20 +39,24 @@ EVAL_FAMILIES = (
 SPLITS = {"train": TRAIN_FAMILIES, "eval": EVAL_FAMILIES, "all": TRAIN_FAMILIES + EVAL_FAMILIES}
 
 
-def family_variant(family: str, k: int, *, seed: int = 0) -> tuple[Variant, random.Random]:
-  """Variant `k` of `family` and the random stream that then draws its example and tests (a function of (seed,
-  family, k) alone)."""
+_ATTEMPTS = 50  # draws of a variant before a family is declared too small for distinct prompts
+
+
+def family_variant(family: str, k: int, *, seed: int = 0, attempt: int = 0) -> tuple[Variant, random.Random]:
+  """Draw `attempt` of variant `k` of `family`, and the random stream that then draws its example and tests (a
+  function of (seed, family, k, attempt) alone)."""
   if family not in FAMILIES:
     raise ValueError(f"codesuite family {family!r}: expected one of {sorted(FAMILIES)}")
-  rng = random.Random(f"codesuite:{seed}:{family}:{k}")
+  rng = random.Random(f"codesuite:{seed}:{family}:{k}" + (f":{attempt}" if attempt else ""))
   return FAMILIES[family](rng), rng
 
 
 def codesuite_problems(split: str, *, seed: int = 0, variants: int = 10) -> list[Problem]:
   """The problems of `split` ("train", "eval" or "all"): `variants` per family, ids `codesuite/<family>/<k>`.
 
-  Variant k of a family depends only on (seed, family, k), never on the split or on how many variants are asked
-  for, so `variants=5` is a prefix of `variants=10` and "all" is "train" followed by "eval".
+  Variant k of a family is its first draw (`family_variant`, attempt 0, 1, ...) whose prompt differs from those of
+  variants 0..k-1, so no two problems share a prompt. It depends only on (seed, family, k), never on the split or on
+  how many variants are asked for: `variants=5` is a prefix of `variants=10`, and "all" is "train" then "eval".
   """
   if split not in SPLITS:
     raise ValueError(f"codesuite split {split!r}: expected one of {sorted(SPLITS)}")
@@ -60,7 +64,16 @@ def codesuite_problems(split: str, *, seed: int = 0, variants: int = 10) -> list
     raise ValueError(f"codesuite variants={variants!r}: expected a positive integer (problems per family)")
   out = []
   for family in SPLITS[split]:
+    prompts: set[str] = set()
     for k in range(variants):
-      variant, rng = family_variant(family, k, seed=seed)
-      out.append(build_problem(f"codesuite/{family}/{k}", family, variant, rng))
+      for attempt in range(_ATTEMPTS):
+        problem = build_problem(f"codesuite/{family}/{k}", family, *family_variant(family, k, seed=seed,
+                                                                                   attempt=attempt))
+        if problem.prompt not in prompts:
+          break
+      else:
+        raise ValueError(f"codesuite family {family!r}: no new prompt for variant {k} in {_ATTEMPTS} draws; "
+                         "it has too few distinct variants")
+      prompts.add(problem.prompt)
+      out.append(problem)
   return out

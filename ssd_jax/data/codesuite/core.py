@@ -126,10 +126,12 @@ def _prompt(variant: Variant, example: Args, expected: Any) -> str:
 
 def _example(variant: Variant, rng: random.Random, run: Callable[[Args], Any]) -> Args:
   """The docstring's example: the family's own, else the longest (up to 60 characters) of 12 draws whose result is
-  truthy (an example returning 0, "" or [] explains little; a longer one shows more)."""
+  truthy (an example returning 0, "" or [] explains little; a longer one shows more). Never an edge case: those
+  stay held back."""
   if variant.example is not None:
     return variant.example
-  draws = [variant.draw(rng) for _ in range(12)]
+  edges = {repr(args) for args in variant.edges}
+  draws = [args for args in (variant.draw(rng) for _ in range(12)) if repr(args) not in edges]
   shown = [args for args in draws if run(args) and len(repr(args)) <= 60] or draws[:1]
   return max(shown, key=lambda args: len(repr(args)))
 
@@ -137,7 +139,7 @@ def _example(variant: Variant, rng: random.Random, run: Callable[[Args], Any]) -
 def build_problem(problem_id: str, family: str, variant: Variant, rng: random.Random) -> Problem:
   """Renders `variant` as a HumanEval problem: one docstring example, at least `HELD_BACK_TESTS` held-back asserts.
 
-  The tests are the edge cases, then distinct draws (none equal to the example), until there are `HELD_BACK_TESTS`
+  The tests are all the edge cases, then distinct draws (none equal to the example), until there are `HELD_BACK_TESTS`
   of them with at least two different expected results, so that a constant function cannot pass. While draws are
   plentiful, a draw whose result three tests already expect is passed over, so results are varied.
 
@@ -156,14 +158,15 @@ def build_problem(problem_id: str, family: str, variant: Variant, rng: random.Ra
   draws = (variant.draw(rng) for _ in range(_MAX_DRAWS))
   for n, args in enumerate(itertools.chain(variant.edges, draws)):
     outputs = collections.Counter(repr(out) for _, out in tests)
-    if len(tests) >= HELD_BACK_TESTS and len(outputs) > 1:
+    is_edge = n < len(variant.edges)
+    if not is_edge and len(tests) >= HELD_BACK_TESTS and len(outputs) > 1:
       break
     if repr(_literal(args, f"{problem_id} arguments")) in seen:
       continue
     out = run(args)
-    if len(tests) >= HELD_BACK_TESTS and outputs[repr(out)]:
+    if not is_edge and len(tests) >= HELD_BACK_TESTS and outputs[repr(out)]:
       continue  # enough tests, all expecting one result: only a different one is worth adding
-    if n >= len(variant.edges) and outputs[repr(out)] >= 3 and n < _MAX_DRAWS // 2:
+    if not is_edge and outputs[repr(out)] >= 3 and n < _MAX_DRAWS // 2:
       continue
     seen.add(repr(args))
     tests.append((args, out))

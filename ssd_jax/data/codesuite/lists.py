@@ -17,7 +17,7 @@ def sum_filtered(rng: random.Random) -> Variant:
   name = {"multiple": f"sum_multiples_of_{k}", "greater": "sum_above"}.get(kind, f"sum_{kind}")
   body = f"total = 0\nfor x in nums:\n    if {cond}:\n        total += x\nreturn total"
   return Variant(name, "nums: List[int]", "int", f"Return the sum of the {what} in the list nums (0 if there are none).",
-                 body, lambda r: (int_list(r, -10, 12, 0, 8),), (([],), ([t, t + 1, k, -1],)))
+                 body, lambda r: (int_list(r, -10, 12, 0, 8),), (([],), ([t, t + 1, k, -1],), ([1, -1, 0, 2, -2],)))
 
 
 def sum_mapped(rng: random.Random) -> Variant:
@@ -41,7 +41,7 @@ def running_sum(rng: random.Random) -> Variant:
                  "Return a list whose i-th element is the largest of nums[0], nums[1], ..., nums[i].",
                  "result = []\nfor x in nums:\n    if not result or x > result[-1]:\n        result.append(x)\n"
                  "    else:\n        result.append(result[-1])\nreturn result",
-                 lambda r: (int_list(r, -5, 9, 0, 6),), (([],), ([-3, -5],), ([2, 1, 3],)))
+                 lambda r: (int_list(r, -5, 9, 0, 6),), (([],), ([-3, -5],), ([1, 3, 2],)))
 
 
 def max_of_list(rng: random.Random) -> Variant:
@@ -50,7 +50,8 @@ def max_of_list(rng: random.Random) -> Variant:
   name = rng.choice(("find_max", "largest", "max_value")) if kind == "largest" else rng.choice(
       ("find_min", "smallest", "min_value"))
   return Variant(name, "nums: List[int]", "int", f"Return the {kind} number in the list nums. nums is not empty.",
-                 body, lambda r: (int_list(r, -20, 20, 1, 7),), (([7],), ([-4, -9, -2],), ([1, 5, 3],)))
+                 body, lambda r: (int_list(r, -20, 20, 1, 7),),
+                 (([7],), ([-4, -9, -2],), ([1, 5, 3],), ([9, 1, 5],), ([-9, 1, -5],)))
 
 
 def count_compare(rng: random.Random) -> Variant:
@@ -133,7 +134,7 @@ def all_any(rng: random.Random) -> Variant:
     return ([x for x in nums if holds(x) == (kind == 0)] or nums if kind < 2 else nums,)
 
   return Variant(name, "nums: List[int]", "bool", summary, f"return {quantifier}({cond} for x in nums)", draw,
-                 (([],), ([t, 0, -1, 1],), ([t + 1, 2],)))
+                 (([],), ([t, 0, -1, 1],), ([t + 1, 2],)) + tuple(([b],) for b in (t, t + 1, 0, 1, -1, 2, 3)))
 
 
 def rotate_list(rng: random.Random) -> Variant:

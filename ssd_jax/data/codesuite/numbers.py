@@ -26,7 +26,7 @@ def fizz_word(rng: random.Random) -> Variant:
   return Variant(rng.choice(("fizz_word", "say_number", "game_word")), "n: int", "str",
                  f"Return {w1 + w2!r} if n is divisible by both {a} and {b}, {w1!r} if n is divisible only by {a}, "
                  f"{w2!r} if n is divisible only by {b}, and otherwise n as a string.", body,
-                 lambda r: (r.randint(1, 60),), ((both,), (a,), (b,), (1,), (both + 1,)))
+                 lambda r: (r.randint(1, 60),), ((both,), (2 * both,), (a,), (b,), (1,), (both + 1,)))
 
 
 def digit_sum(rng: random.Random) -> Variant:
@@ -150,15 +150,19 @@ def multiples_list(rng: random.Random) -> Variant:
 
 
 def countdown(rng: random.Random) -> Variant:
-  kind = rng.choice(("to_one", "to_zero", "evens"))
+  kind = rng.choice(("to_one", "to_zero", "evens", "odds"))
   summary, body = {"to_one": ("Return the list of numbers from n down to 1, for n >= 0 (empty for 0).",
                               "return list(range(n, 0, -1))"),
                    "to_zero": ("Return the list of numbers from n down to 0, for n >= 0.",
                                "return list(range(n, -1, -1))"),
                    "evens": ("Return the list of the even numbers from 0 up to n (including n if it is even), in "
-                             "increasing order.", "return list(range(0, n + 1, 2))")}[kind]
-  return Variant({"to_one": "countdown", "to_zero": "countdown_to_zero", "evens": "evens_up_to"}[kind], "n: int",
-                 "List[int]", summary, body, lambda r: (r.randint(0, 12),), ((0,), (1,), (2,)))
+                             "increasing order.", "return list(range(0, n + 1, 2))"),
+                   "odds": ("Return the list of the odd numbers from 1 up to n (including n if it is odd), in "
+                            "increasing order.", "return list(range(1, n + 1, 2))")}[kind]
+  names = {"to_one": ("countdown", "count_down", "descending"), "to_zero": ("countdown_to_zero", "down_to_zero"),
+           "evens": ("evens_up_to", "even_numbers"), "odds": ("odds_up_to", "odd_numbers")}[kind]
+  return Variant(rng.choice(names), "n: int", "List[int]", summary, body, lambda r: (r.randint(0, 12),),
+                 ((0,), (1,), (2,)), example=(rng.randint(3, 7),))
 
 
 def staircase(rng: random.Random) -> Variant:

@@ -75,7 +75,8 @@ def longest_word(rng: random.Random) -> Variant:
   return Variant(f"{kind}_word", "s: str", "str",
                  f"Return the {kind} word in the sentence s (words are separated by single spaces; s has at least one "
                  "word). If several words tie, return the first of them.", body,
-                 lambda r: (sentence(r, 1, 6),), (("one",), ("cat dog owl",), ("sky apple banana pear",)))
+                 lambda r: (sentence(r, 1, 6),), (("one",), ("cat dog owl",), ("sky apple banana pear",),
+                                                    ("cat apple dog",), ("apple cat dog",)))
 
 
 def acronym(rng: random.Random) -> Variant:
