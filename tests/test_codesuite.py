@@ -24,7 +24,7 @@ import pytest
 
 from ssd_jax.data.codesuite import (EVAL_FAMILIES, FAMILIES, HELD_BACK_TESTS, SPLITS, TRAIN_FAMILIES, Variant,
                                     codesuite_problems, family_variant, reference_function)
-from ssd_jax.data.codesuite.core import build_problem
+from ssd_jax.data.codesuite.core import BODY_MARKER, build_problem
 from ssd_jax.eval.evaluate import prompt_record
 from ssd_jax.eval.judge import judge_many
 from ssd_jax.eval.lcb import Problem
@@ -196,7 +196,7 @@ def test_problems_are_humaneval_problems(problems):
     assert (p.mode, p.platform, p.difficulty, p.contest_date, p.tests) == ("humaneval", "codesuite", "", None, ())
     assert p.starter_code == p.prompt and p.fn_name == p.entry_point
     assert re.search(rf"^def {p.entry_point}\(.*\) -> .+:\n    \"\"\"", p.prompt, re.M), p.prompt
-    assert p.prompt.endswith('    """\n') and p.canonical_solution.startswith("    ")
+    assert p.prompt.endswith('    """\n' + BODY_MARKER) and p.canonical_solution.startswith("    ")
     cases = held_back(p)
     assert len(cases) >= HELD_BACK_TESTS and len({repr(want) for _, want in cases}) >= 2, p.id
     assert prompt_record(p).starter_code == p.prompt

@@ -108,7 +108,7 @@ def merge_add(rng: random.Random) -> Variant:
          "    else:\n        result[k] = v\nreturn result"
   return Variant(rng.choice(("merge_counts", "merge_dicts", f"merge_{kind}")), "a: Dict[str, int], b: Dict[str, int]",
                  "Dict[str, int]", f"Return a new dictionary with every key of a and of b. A key found in both gets "
-                 f"{rule}.", body, lambda r: (_scores(r, 0, 3, -5, 9, pool=WORDS[:5]), _scores(r, 0, 3, -5, 9, pool=WORDS[:5])),
+                 f"{rule}.", body, lambda r: tuple(_scores(r, 0, 3, -5, 9, pool=WORDS[:5]) for _ in range(2)),
                  (({}, {}), ({"a": 1}, {"a": 4, "b": 2}), ({"a": 5}, {"a": 3})),
                  example=({"red": 1, "blue": rng.randint(2, 5)}, {"blue": rng.randint(2, 5), "green": 4}))
 

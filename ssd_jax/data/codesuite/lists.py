@@ -16,8 +16,9 @@ def sum_filtered(rng: random.Random) -> Variant:
                 "greater": (f"numbers greater than {t}", f"x > {t}")}[kind]
   name = {"multiple": f"sum_multiples_of_{k}", "greater": "sum_above"}.get(kind, f"sum_{kind}")
   body = f"total = 0\nfor x in nums:\n    if {cond}:\n        total += x\nreturn total"
-  return Variant(name, "nums: List[int]", "int", f"Return the sum of the {what} in the list nums (0 if there are none).",
-                 body, lambda r: (int_list(r, -10, 12, 0, 8),), (([],), ([t, t + 1, k, -1],), ([1, -1, 0, 2, -2],)))
+  return Variant(name, "nums: List[int]", "int",
+                 f"Return the sum of the {what} in the list nums (0 if there are none).", body,
+                 lambda r: (int_list(r, -10, 12, 0, 8),), (([],), ([t, t + 1, k, -1],), ([1, -1, 0, 2, -2],)))
 
 
 def sum_mapped(rng: random.Random) -> Variant:
