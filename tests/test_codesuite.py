@@ -27,7 +27,7 @@ from ssd_jax.data.codesuite import (EVAL_FAMILIES, FAMILIES, HELD_BACK_TESTS, SP
 from ssd_jax.data.codesuite.core import BODY_MARKER, build_problem
 from ssd_jax.eval.evaluate import prompt_record
 from ssd_jax.eval.judge import judge_many
-from ssd_jax.eval.lcb import Problem
+from ssd_jax.data.problems import Problem
 from ssd_jax.eval.sandbox import Sandbox, SandboxConfig
 
 BASE_UID = 62300  # distinct from the other test modules' slot uids, so their sandboxes do not serialize with this one

@@ -17,7 +17,7 @@ import random
 
 from ssd_jax.data.codesuite import dicts, lists, numbers, strings
 from ssd_jax.data.codesuite.core import HELD_BACK_TESTS, Variant, build_problem, reference_function
-from ssd_jax.eval.lcb import Problem
+from ssd_jax.data.problems import Problem
 
 __all__ = ["EVAL_FAMILIES", "FAMILIES", "HELD_BACK_TESTS", "SPLITS", "TRAIN_FAMILIES", "Variant",
            "codesuite_problems", "family_variant", "reference_function"]

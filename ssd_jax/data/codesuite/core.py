@@ -18,7 +18,7 @@ import re
 import textwrap
 from typing import Any, Callable
 
-from ssd_jax.eval.lcb import Problem
+from ssd_jax.data.problems import Problem
 
 __all__ = ["Args", "BODY_MARKER", "COMPARISONS", "Variant", "WORDS", "build_problem", "indent_body", "int_list", "reference_function",
            "render_call", "sentence", "text", "word_list"]
