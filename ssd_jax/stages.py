@@ -239,8 +239,8 @@ def eval_problems(config: config_dict.ConfigDict):
   elif ev.benchmark == "synthetic":
     problems = synthetic.synthetic_problems(ev.limit or synthetic.DEFAULT_COUNT, seed=config.data.seed)
   elif ev.benchmark == "codesuite":  # the held-out families (synthesis prompts come from the others)
-    from ssd_jax.data.codesuite import codesuite_problems
-    problems = codesuite_problems("eval", seed=config.data.seed)
+    from ssd_jax.data.codesuite import by_variant, codesuite_problems
+    problems = by_variant(codesuite_problems("eval", seed=config.data.seed))
   else:
     problems = lcb.load_lcb(ev.path, version=ev.version or None, start_date=ev.start_date or None,
                             end_date=ev.end_date or None)

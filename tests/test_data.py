@@ -247,3 +247,18 @@ def test_problem_sources_take_the_bad_row_policy(tmp_path):
   lcb_path = _write_jsonl(tmp_path / "test6.jsonl", LCB_ROWS)
   with pytest.raises(BadRowError, match=r"test6.jsonl:3: row '2053_B'"):
     load_source(SourceSpec("livecodebench", lcb_path), on_bad_row="error")
+
+
+def test_the_code_suite_is_a_prompt_source_of_its_training_families():
+  from ssd_jax.data.codesuite import TRAIN_FAMILIES
+  from ssd_jax.data.sources import prompt_record
+
+  records, report = load_source(SourceSpec("codesuite", limit=len(TRAIN_FAMILIES)))
+  # A prefix holds one variant of every training family (what a config's data.limit keeps).
+  assert sorted(r.id.split("/")[1] for r in records) == sorted(TRAIN_FAMILIES)
+  assert all(r.id.endswith("/0") and r.source == "codesuite" for r in records)
+  assert report.filtered == {"over_limit": 10 * len(TRAIN_FAMILIES) - len(TRAIN_FAMILIES)}
+  assert "You will use the following starter code" in user_prompt(records[0])
+  assert records[0] == prompt_record(
+      next(p for p in __import__("ssd_jax.data.codesuite", fromlist=["x"]).codesuite_problems("train")
+           if p.id == records[0].id), "codesuite")

@@ -399,8 +399,8 @@ def _problem_records(spec: SourceSpec, path: str | list[str] | None, report: Sou
     elif spec.kind == "humaneval":
       loaded = problems.load_humaneval_problems(path, on_bad_row=on_bad_row)
     elif spec.kind == "codesuite":  # synthesis prompts: the training families only (evaluation has the others)
-      from ssd_jax.data.codesuite import codesuite_problems
-      loaded = codesuite_problems("train", seed=spec.seed)
+      from ssd_jax.data.codesuite import by_variant, codesuite_problems
+      loaded = by_variant(codesuite_problems("train", seed=spec.seed))
     else:
       loaded = synthetic.synthetic_problems(spec.limit or synthetic.DEFAULT_COUNT, seed=spec.seed)
   except ProblemError as e:  # not a row: a missing file or package

@@ -19,7 +19,7 @@ from ssd_jax.data.codesuite import dicts, lists, numbers, strings
 from ssd_jax.data.codesuite.core import HELD_BACK_TESTS, Variant, build_problem, reference_function
 from ssd_jax.data.problems import Problem
 
-__all__ = ["EVAL_FAMILIES", "FAMILIES", "HELD_BACK_TESTS", "SPLITS", "TRAIN_FAMILIES", "Variant",
+__all__ = ["EVAL_FAMILIES", "FAMILIES", "HELD_BACK_TESTS", "SPLITS", "TRAIN_FAMILIES", "Variant", "by_variant",
            "codesuite_problems", "family_variant", "reference_function"]
 
 FAMILIES = {**strings.FAMILIES, **lists.FAMILIES, **numbers.FAMILIES, **dicts.FAMILIES}
@@ -77,3 +77,8 @@ def codesuite_problems(split: str, *, seed: int = 0, variants: int = 10) -> list
       prompts.add(problem.prompt)
       out.append(problem)
   return out
+
+
+def by_variant(problems: list[Problem]) -> list[Problem]:
+  """Variant 0 of every family, then variant 1, ...: any prefix (a config's `limit`) spreads over all families."""
+  return sorted(problems, key=lambda p: int(p.id.rsplit("/", 1)[1]))  # stable: family order within a variant
