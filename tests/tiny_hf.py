@@ -21,6 +21,12 @@ FAMILIES = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, dict(
         moe_intermediate_size=16, num_local_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
         num_hidden_layers=3, mlp_only_layers=[1], rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+    # Both layer types (sliding first), a window the test sequences outrun, 4 experts (MXFP4 needs D and F
+    # multiples of 32), a SwiGLU clamp small enough to bite at this init, and the released model's YaRN.
+    "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM, dict(
+        intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=4, swiglu_limit=0.1,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                         "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096})),
 }
 
 
