@@ -117,7 +117,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sinks: 
   if sinks is None:
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   else:
-    sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kv_heads, h // kv_heads, 1, 1), (*scores.shape[:-1], 1))
+    sink = sinks.astype(jnp.float32).reshape(1, kv_heads, h // kv_heads, 1, 1)
+    sink = jnp.broadcast_to(sink, (*scores.shape[:-1], 1))
     probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)[..., :-1].astype(v.dtype)
   out = jnp.einsum("bkgst,bktd->bskgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(b, s, h, dh).astype(q.dtype)
