@@ -40,7 +40,8 @@ def get_config() -> config_dict.ConfigDict:
 
   # Prompts for synthesis. The paper: rStar-Coder "seed" problems, de-duplicated, ~10.2k (ssd_paper.md §1.2).
   config.data = config_dict.ConfigDict()
-  config.data.kind = "rstar_seed"  # rstar_seed | livecodebench | humaneval | jsonl | synthetic
+  # rstar_seed | livecodebench | humaneval | jsonl | synthetic | codesuite (its training families)
+  config.data.kind = "rstar_seed"
   config.data.path = ""  # local file or directory (.jsonl, .jsonl.gz, .parquet)
   config.data.hub_id = ""  # e.g. "microsoft/rStar-Coder" on an online machine (needs ssd_jax[hub])
   config.data.hub_config = ""  # e.g. "seed_sft"
@@ -49,7 +50,7 @@ def get_config() -> config_dict.ConfigDict:
   config.data.require_passed = True
   config.data.dedup = True
   config.data.on_bad_row = "skip"  # skip (counted, with ids) | error
-  config.data.seed = 0  # synthetic problems only
+  config.data.seed = 0  # the generated problems (synthetic, codesuite; prompts and evaluation)
 
   # SSD sampling of the frozen model: T_train and truncation (Table 3), one sample per prompt. temperature, top_k,
   # top_p, min_p and max_new_tokens are the sampling operator (sampling.sampler.SamplingConfig), applied as vLLM
@@ -118,7 +119,7 @@ def get_config() -> config_dict.ConfigDict:
 
   # Evaluation: LiveCodeBench v6 (Feb-May 2025 window), n = 10, base decoding from Table 4, SSD from Table 3.
   config.eval = config_dict.ConfigDict()
-  config.eval.benchmark = "lcb"  # lcb | humaneval | synthetic
+  config.eval.benchmark = "lcb"  # lcb | humaneval | synthetic | codesuite (its held-out families)
   config.eval.path = ""  # directory of code_generation_lite shards (test.jsonl ... test6.jsonl)
   config.eval.version = "release_v6"
   config.eval.start_date = "2025-02-01"

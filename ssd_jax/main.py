@@ -61,8 +61,8 @@ def check_config(config: config_dict.ConfigDict) -> None:
   for name in EVAL_MODELS:
     need(len(config.eval[name].temperatures) > 0 and all(t >= 0 for t in config.eval[name].temperatures),
          f"eval.{name}.temperatures", "a non-empty tuple of temperatures >= 0")
-  need(config.eval.benchmark in ("humaneval", "lcb", "synthetic"), "eval.benchmark",
-       "'humaneval', 'lcb' or 'synthetic'")
+  need(config.eval.benchmark in ("humaneval", "lcb", "synthetic", "codesuite"), "eval.benchmark",
+       "'humaneval', 'lcb', 'synthetic' or 'codesuite'")
   need(config.eval.benchmark != "lcb" or bool(config.eval.path), "eval.path",
        "a directory of LiveCodeBench code_generation_lite shards when eval.benchmark is 'lcb'")
   need(config.eval.isolation in ("auto", "bwrap", "unshare"), "eval.isolation", "'auto', 'bwrap' or 'unshare'")

@@ -105,8 +105,10 @@ def check_sandbox(config: config_dict.ConfigDict) -> None:
   from ssd_jax.eval.sandbox import Sandbox
 
   with Sandbox(sandbox_config(config)) as sandbox:
-    # lcb and synthetic problems are LiveCodeBench-style (stdin and call-based); HumanEval is its own mode.
-    check_environment(sandbox, config.eval.mode, ["humaneval" if config.eval.benchmark == "humaneval" else "stdin"])
+    # lcb and synthetic problems are LiveCodeBench-style (stdin and call-based); HumanEval and the code suite are
+    # function completions judged by their assert scripts.
+    function_mode = config.eval.benchmark in ("humaneval", "codesuite")
+    check_environment(sandbox, config.eval.mode, ["humaneval" if function_mode else "stdin"])
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -237,6 +239,9 @@ def eval_problems(config: config_dict.ConfigDict):
     problems = problem_files.load_humaneval_problems(ev.path or None)
   elif ev.benchmark == "synthetic":
     problems = synthetic.synthetic_problems(ev.limit or synthetic.DEFAULT_COUNT, seed=config.data.seed)
+  elif ev.benchmark == "codesuite":  # the held-out families (synthesis prompts come from the others)
+    from ssd_jax.data.codesuite import codesuite_problems
+    problems = codesuite_problems("eval", seed=config.data.seed)
   else:
     problems = lcb.load_lcb(ev.path, version=ev.version or None, start_date=ev.start_date or None,
                             end_date=ev.end_date or None)

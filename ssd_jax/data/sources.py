@@ -37,7 +37,7 @@ __all__ = ["BadRow", "BadRowError", "PromptRecord", "SOURCE_KINDS", "SourceError
            "check_unique_ids", "humaneval_question", "load_jsonl_prompts", "load_rstar_seed", "load_source",
            "normalize_statement", "prompt_record", "resolve_hub_files"]
 
-SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "synthetic", "jsonl")
+SOURCE_KINDS = ("rstar_seed", "livecodebench", "humaneval", "synthetic", "codesuite", "jsonl")
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
@@ -128,7 +128,7 @@ class SourceSpec:
   require_passed: bool = True  # rstar_seed: keep rows whose reference solution passed (is_passed)
   dedup: bool = True  # rstar_seed: exact de-duplication on the whitespace-normalised statement
   limit: int | None = None  # keep the first `limit` records (smoke runs); synthetic: how many problems
-  seed: int = 0  # synthetic: the problems' seed
+  seed: int = 0  # synthetic, codesuite: the problems' seed
   hub_id: str | None = None
   hub_config: str | None = None
   data_files: tuple[str, ...] = ()
@@ -398,6 +398,9 @@ def _problem_records(spec: SourceSpec, path: str | list[str] | None, report: Sou
       loaded = list(lcb.select_lcb(path, on_bad_row=on_bad_row).refs)
     elif spec.kind == "humaneval":
       loaded = problems.load_humaneval_problems(path, on_bad_row=on_bad_row)
+    elif spec.kind == "codesuite":  # synthesis prompts: the training families only (evaluation has the others)
+      from ssd_jax.data.codesuite import codesuite_problems
+      loaded = codesuite_problems("train", seed=spec.seed)
     else:
       loaded = synthetic.synthetic_problems(spec.limit or synthetic.DEFAULT_COUNT, seed=spec.seed)
   except ProblemError as e:  # not a row: a missing file or package
@@ -422,7 +425,7 @@ def load_source(spec: SourceSpec, on_bad_row: str = "skip") -> tuple[list[Prompt
   else:
     path = spec.path
     where = path or f"{spec.kind}(seed={spec.seed})"
-  if path is None and spec.kind != "synthetic":
+  if path is None and spec.kind not in ("synthetic", "codesuite"):
     raise SourceError(f"source {spec.kind!r} needs a path or a hub_id")
   report = SourceReport(spec.kind, where, on_bad_row)
   if spec.kind == "rstar_seed":
