@@ -1,5 +1,6 @@
 """GPT-OSS against transformers 5.24: the released config's shape and YaRN, MXFP4 dequantization, the forward and
-its gradients, the MXFP4 checkpoint on 8 fake devices, and the bf16 export reloaded by transformers.
+its gradients, prefill + decode over the paged cache, the MXFP4 checkpoint and the model on 8 fake devices, and the
+bf16 export reloaded by transformers.
 
 The tiny model (tests/tiny_hf.py) has both layer types, a window of 4 that the 17-token rows outrun, non-zero
 sinks, 4 experts and a SwiGLU clamp that bites; test_models.py and test_checkpoints.py run their per-family checks
@@ -20,6 +21,7 @@ import transformers
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+import paged_run
 import tiny_hf
 from ssd_jax.models import hf, layers, mxfp4, transformer
 from ssd_jax.models.config import ConfigError, ModelConfig
@@ -160,6 +162,35 @@ def test_bf16_export_of_an_mxfp4_checkpoint_reloads_in_transformers(mxfp4_checkp
   ours = np.asarray(_forward(jax.tree.map(lambda x: x.astype(jnp.float32), params), tokens, np.ones_like(tokens),
                              cfg=cfg32))
   assert np.abs(ours - _torch_logits(reloaded, tokens)).max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """The tiny GPT-OSS, our load of it, and transformers' logits over 8 rows of 20 tokens (5 windows' worth)."""
+  model = tiny_hf.make_model("gpt_oss", seed=11)
+  cfg, params = hf.load_hf(tiny_hf.save(model, str(tmp_path_factory.mktemp("tiny"))), param_dtype="float32")
+  tokens = _tokens(cfg, b=8, s=20, seed=12)
+  return model, cfg, params, tokens, _torch_logits(model, tokens)
+
+
+@pytest.mark.parametrize("shape", [None, {"data": 2, "expert": 2, "tensor": 2}, {"fsdp": 2, "expert": 4}],
+                         ids=["one_device", "data2xexpert2xtensor2", "fsdp2xexpert4"])
+def test_forward_and_paged_prefill_decode_match_transformers(tiny, shape):
+  """Full forward, and chunked prefill + decode over the paged cache (pages of 4, chunks of 3, past the window of 4
+  in both), on one device and on 8 fake devices, against transformers' logits."""
+  model, cfg, params, tokens, ref = tiny
+  mesh = make_mesh(shape) if shape else None
+  rules = ShardingRules() if shape else None
+  sharding = transformer.Sharding(mesh, rules) if shape else transformer.NO_SHARDING
+  if shape:
+    params = jax.device_put(params, transformer.param_shardings(cfg, mesh, rules))
+  full = np.asarray(_forward(params, tokens, np.ones_like(tokens), cfg=cfg, sharding=sharding))
+  assert np.abs(full - ref).max() <= 1e-4
+  lengths = np.array([11, 7, 13, 9, 5, 12, 8, 14])
+  steps = 5
+  got = paged_run.run(cfg, params, tokens, lengths, steps, chunk=3, page=4, pps=8, sharding=sharding)
+  want = np.stack([ref[b, lengths[b] - 1:lengths[b] + steps] for b in range(len(lengths))])
+  assert np.abs(got - want).max() <= 1e-4
 
 
 def test_training_gradients_match_torch(tmp_path):

@@ -364,7 +364,8 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
   b, c = tokens.shape
   positions = start[:, None] + jnp.arange(c, dtype=jnp.int32)[None, :]
   seg = (jnp.arange(c)[None, :] < length[:, None]).astype(jnp.int32)
-  mask = layers.segment_mask(seg) if fresh else None
+  windows = [cfg.window(i) for i in range(cfg.num_layers)]
+  masks = {w: layers.segment_mask(seg, w) for w in set(windows)} if fresh else {}
   kv_len = start + length
   x = _embed(params, tokens, sh)
   ks, vs, kss, vss = [], [], [], []
@@ -382,10 +383,10 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
     kss.append(ksc)
     vss.append(vsc)
     if fresh:
-      attn = layers.attention(q, k, v, mask)
+      attn = layers.attention(q, k, v, masks[windows[i]], layer.attn.sinks)
     else:
       attn = paged.attention(q, kp, vp, page_table, start, kv_len, k_scale=ksc, v_scale=vsc, impl=attention,
-                             mesh=sh.mesh, rules=sh.rules)
+                             mesh=sh.mesh, rules=sh.rules, window=windows[i], sinks=layer.attn.sinks)
     x = x + _attn_out(layer.attn, attn, cfg)
     y, _ = _ffn(layer, x, seg.astype(jnp.float32), cfg, sh)
     x = sh.constrain(x + y, ("batch", "sequence", "act_embed"))
