@@ -173,8 +173,10 @@ def tiny(tmp_path_factory):
   return model, cfg, params, tokens, _torch_logits(model, tokens)
 
 
-@pytest.mark.parametrize("shape", [None, {"data": 2, "expert": 2, "tensor": 2}, {"fsdp": 2, "expert": 4}],
-                         ids=["one_device", "data2xexpert2xtensor2", "fsdp2xexpert4"])
+@pytest.mark.parametrize("shape", [
+    None, {"data": 2, "expert": 2, "tensor": 2},
+    pytest.param({"fsdp": 2, "expert": 4}, marks=pytest.mark.slow),  # ~55 s: the paged path compiles per chunk
+], ids=["one_device", "data2xexpert2xtensor2", "fsdp2xexpert4"])
 def test_forward_and_paged_prefill_decode_match_transformers(tiny, shape):
   """Full forward, and chunked prefill + decode over the paged cache (pages of 4, chunks of 3, past the window of 4
   in both), on one device and on 8 fake devices, against transformers' logits."""

@@ -145,11 +145,10 @@ def _gpt_oss_expert_map(name: str, pre: str, rest: str, shape: tuple[int, ...]) 
   if rest == "mlp.router_bias":
     return TensorMap(name, (pre + "mlp.router.bias",), shape, _identity, _identity)
   experts = pre + "mlp.experts."
+  suffix = "_bias" if rest.endswith("_bias") else ""
   if rest in ("mlp.down", "mlp.down_bias"):
-    suffix = "_bias" if rest.endswith("_bias") else ""
     return TensorMap(name, (experts + "down_proj" + suffix,), shape, _identity, _identity, fused_experts=True)
   part = {"mlp.gate": 0, "mlp.gate_bias": 0, "mlp.up": 1, "mlp.up_bias": 1}[rest]
-  suffix = "_bias" if rest.endswith("_bias") else ""
   return TensorMap(name, (experts + "gate_up_proj" + suffix,), (*shape[:-1], 2 * shape[-1]),
                    lambda w: w[..., part::2], _identity, fused_experts=True, part=(part, 2))
 
