@@ -134,6 +134,28 @@ def test_sharded_over_batch_and_heads_equals_one_device(impl, kv_heads, caplog):
   assert len(replicated) == (kv_heads == 1)
 
 
+@pytest.mark.slow  # ~30 s of interpret-mode splash on 8 fake devices
+def test_splash_sinks_shard_with_the_heads():
+  """GPT-OSS layers on a data 2 x fsdp 2 x tensor 2 mesh: each device's sink logits are its query heads' (split over
+  tensor with them), forward and gradients equal to one device."""
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  q, k, v = _qkv(4, 250, 4, 2, 16, seed=8)
+  seg = jnp.asarray(SEGMENTS)
+  sinks = jnp.asarray(np.random.default_rng(9).standard_normal(4), jnp.float32)
+  cot = jnp.asarray(np.random.default_rng(10).standard_normal(q.shape), jnp.float32)
+
+  def fn(mesh):
+    return jax.jit(lambda q, k, v, sinks: fused_attention.attention(
+        q, k, v, seg, impl="splash", window=100, sinks=sinks, mesh=mesh, rules=ShardingRules(), block=128,
+        interpret=True))
+
+  out, vjp = jax.vjp(fn(mesh), q, k, v, sinks)
+  want, want_vjp = jax.vjp(fn(None), q, k, v, sinks)
+  np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+  for g, w in zip(vjp(cot), want_vjp(cot)):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
+
+
 def _loss_and_grads(params, batch, cfg, impl: str):
   """The train step's token-weighted loss and gradients on one microbatch [B, S], Pallas kernels interpreted."""
   total = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
