@@ -407,9 +407,10 @@ def diagnostic_sequences(run: Run) -> tuple[list[list[int]], list[int]]:
   tok = base_model(run).tokenizer
   rows = list(read_samples(run.paths.samples))
   random.Random(run.config.seed).shuffle(rows)  # max_positions then spreads over many prompts
+  template_kwargs = dict(synthesis_config(run.config).chat_template_kwargs)  # rendered as the prompts were
   sequences, prompt_lens = [], []
   for row in rows:
-    ids, mask, _ = tokenize_conversation(tok, row["messages"])
+    ids, mask, _ = tokenize_conversation(tok, row["messages"], **template_kwargs)
     first = int(mask.argmax()) if mask.any() else len(ids)
     if first < len(ids):
       sequences.append(ids.tolist())
