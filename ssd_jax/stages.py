@@ -59,9 +59,10 @@ def eval_sampling(config: config_dict.ConfigDict, model: str):
                       chat_template_kwargs=ev.chat_template_kwargs.to_dict())
 
 
-def train_settings(config: config_dict.ConfigDict, backend: str | None = None):
+def train_settings(config: config_dict.ConfigDict, backend: str | None = None, sinks: bool = False):
   """`config.train` as (TrainConfig, DataConfig); "auto" attention resolved for `backend` (default: jax's, which
-  initializes it: the config checks, which run before jax.distributed, pass one)."""
+  initializes it: the config checks, which run before jax.distributed, pass one) and the model (`sinks`: its
+  attention has sink logits, as GPT-OSS)."""
   from ssd_jax.train.optim import TrainConfig
   from ssd_jax.train.pipeline import DataConfig
 
@@ -74,7 +75,7 @@ def train_settings(config: config_dict.ConfigDict, backend: str | None = None):
       import jax
       backend = jax.default_backend()
     from ssd_jax.models.fused_attention import auto_attention
-    fields["attention"], _ = auto_attention(backend, t["packing"])
+    fields["attention"], _ = auto_attention(backend, t["packing"], sinks)
   data = DataConfig(**{field: t[key] for key, field in _TRAIN_DATA_KEYS.items()})
   return TrainConfig(**fields), data
 
@@ -286,11 +287,12 @@ def train(run: Run) -> dict:
 
   from ssd_jax.train.trainer import run_sft
 
-  tc, dc = train_settings(run.config)
+  base = base_model(run)
+  tc, dc = train_settings(run.config, sinks=base.cfg.attention_sinks)
   if run.config.train.attention == "auto":
     from ssd_jax.models.fused_attention import auto_attention
-    log.info("train.attention auto -> %s: %s", *auto_attention(jax.default_backend(), run.config.train.packing))
-  base = base_model(run)
+    log.info("train.attention auto -> %s: %s", *auto_attention(jax.default_backend(), run.config.train.packing,
+                                                                base.cfg.attention_sinks))
   t0 = time.time()
   # Sampling used per-process meshes; with several processes training needs the params on the global one.
   params = base.params if jax.process_count() == 1 else load_base(run, run.sharding.mesh).params
@@ -405,9 +407,10 @@ def diagnostic_sequences(run: Run) -> tuple[list[list[int]], list[int]]:
   tok = base_model(run).tokenizer
   rows = list(read_samples(run.paths.samples))
   random.Random(run.config.seed).shuffle(rows)  # max_positions then spreads over many prompts
+  template_kwargs = dict(synthesis_config(run.config).chat_template_kwargs)  # rendered as the prompts were
   sequences, prompt_lens = [], []
   for row in rows:
-    ids, mask, _ = tokenize_conversation(tok, row["messages"])
+    ids, mask, _ = tokenize_conversation(tok, row["messages"], **template_kwargs)
     first = int(mask.argmax()) if mask.any() else len(ids)
     if first < len(ids):
       sequences.append(ids.tolist())

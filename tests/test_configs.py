@@ -34,7 +34,7 @@ LAUNCH_SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")))
 HARDWARE = {"tpu_v5p_64": (32, 4), "gpu_8xh100": (8, 8)}
 
 # ssd_paper.md Table 3 (SSD train: T, top-k, top-p; SSD eval: T, top-k, top-p), Table 4 (base eval: T, top-k, top-p;
-# "none" = 0), §3 schedule, §7 (q heads, kv heads, MoE). top-p 1.0 would mean off; no paper model uses it here.
+# "none" = 0), §3 schedule, §7 (q heads, kv heads, MoE). top-p 1.0 means off (GPT-OSS-20B synthesis and base).
 PAPER = {
     "qwen3_4b_instruct": {"train": (1.6, 20, 0.8), "ssd": (1.1, 20, 0.8), "base": (0.7, 20, 0.8),
                           "schedule": "instruct", "heads": (32, 8), "moe": False, "ckpt": "Qwen3-4B-Instruct-2507"},
@@ -48,6 +48,9 @@ PAPER = {
                                "ckpt": "Qwen3-30B-A3B-Thinking-2507"},
     "llama3_1_8b_instruct": {"train": (0.8, 20, 0.8), "ssd": (0.7, 20, 0.8), "base": (0.9, 0, 0.8),
                              "schedule": "instruct", "heads": (32, 8), "moe": False, "ckpt": "Llama-3.1-8B-Instruct"},
+    # The schedule is not stated for GPT-OSS (ssd_paper.md §3); the config infers the thinking one.
+    "gpt_oss_20b": {"train": (1.2, 0, 1.0), "ssd": (1.0, 20, 0.95), "base": (1.0, 0, 1.0), "schedule": "thinking",
+                    "heads": (64, 8), "moe": True, "ckpt": "gpt-oss-20b"},
 }
 SCHEDULES = {"instruct": {"warmup_steps": 250, "total_steps": 2500, "save_interval_steps": 250},
              "thinking": {"warmup_steps": 50, "total_steps": 300, "save_interval_steps": 50}}
@@ -137,6 +140,9 @@ def test_loads_and_uses_only_default_fields(name):
     if key.startswith("model.arch."):  # a random model's ModelConfig fields (configs/tiny.py)
       assert key.split(".")[2] in arch_fields, f"{name}: config.{key} is not a ModelConfig field"
       continue
+    if ".chat_template_kwargs." in key:  # the template's own variables (e.g. reasoning_effort): strings or flags
+      assert isinstance(value, (str, bool)), f"{name}: config.{key} = {value!r}"
+      continue
     assert key in default, f"{name}: config.{key} is not a field of configs/default.py"
     expected = default[key]
     if expected is None or value is None or isinstance(expected, dict):
@@ -164,6 +170,20 @@ def test_paper_numbers(name):
   # The placeholder paths are fields a researcher edits; the checkpoint names the paper's model.
   assert config.model.checkpoint.endswith(paper["ckpt"])
   assert config.data.path and config.eval.path
+
+
+def test_gpt_oss_reasoning_effort_reaches_sampling_evaluation_and_sft():
+  """GPT-OSS-20B runs at high reasoning effort: the synthesis prompts, the SFT targets (rendered with synthesis's
+  template kwargs) and both evaluations pass it to the chat template; a flag changes all of them."""
+  from ssd_jax import stages
+
+  config = load("gpt_oss_20b")
+  assert stages.synthesis_config(config).chat_template_kwargs == {"reasoning_effort": "high"}
+  for model in ("base", "ssd"):
+    assert stages.eval_sampling(config, model).chat_template_kwargs == {"reasoning_effort": "high"}
+  config.sample.chat_template_kwargs.reasoning_effort = "medium"
+  assert stages.synthesis_config(config).chat_template_kwargs == {"reasoning_effort": "medium"}
+  assert stages.eval_sampling(config, "ssd").chat_template_kwargs == {"reasoning_effort": "high"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

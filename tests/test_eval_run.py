@@ -156,6 +156,7 @@ class _ByteTokenizer:
   """Just enough tokenizer for prompts and answers: UTF-8 bytes, 0 is the stop token."""
 
   stop_ids = (0,)
+  chat_format = "plain"
 
   def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True, **kwargs):
     return list(b"".join(m["content"].encode() for m in messages)[-64:]) or [1]

@@ -82,6 +82,34 @@ def test_kernel_equals_the_segment_masked_attention(impl):
     np.testing.assert_array_equal(g, g_pad)
 
 
+def test_splash_with_sinks_and_a_sliding_window_equals_xla():
+  """GPT-OSS layers: splash's local mask and sink logits (in interpret mode) equal the XLA attention, forward and
+  gradients (the sinks' included), with a window shorter than the segments that cross tiles."""
+  q, k, v = _qkv(2, 250, 4, 2, 16, seed=5)
+  seg = jnp.asarray(SEGMENTS[:2])
+  sinks = jnp.asarray(np.random.default_rng(6).standard_normal(4), jnp.float32)
+  cot = jnp.asarray(np.random.default_rng(7).standard_normal(q.shape), jnp.float32)
+  window = 100
+
+  def fused(q, k, v, sinks):
+    return fused_attention.attention(q, k, v, seg, impl="splash", block=128, window=window, sinks=sinks,
+                                     interpret=True)
+
+  def reference(q, k, v, sinks):
+    out = layers.attention(q, k, v, layers.segment_mask(seg, window), sinks)
+    return jnp.where((seg > 0)[:, :, None, None], out, 0.0)
+
+  out, vjp = jax.vjp(jax.jit(fused), q, k, v, sinks)
+  want, want_vjp = jax.vjp(jax.jit(reference), q, k, v, sinks)
+  np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+  for name, g, w in zip(("q", "k", "v", "sinks"), vjp(cot), want_vjp(cot)):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=0, err_msg=f"d{name}")
+  # The window and the sinks both matter here: without either, the reference differs.
+  assert np.abs(np.asarray(reference(q, k, v, None)) - np.asarray(want)).max() > 1e-2
+  full = jnp.where((seg > 0)[:, :, None, None], layers.attention(q, k, v, layers.segment_mask(seg), sinks), 0.0)
+  assert np.abs(np.asarray(full) - np.asarray(want)).max() > 1e-2
+
+
 @pytest.mark.slow  # ~25 s of interpret-mode kernels on 8 fake devices
 @pytest.mark.parametrize("impl,kv_heads", [("splash", 2), ("pallas_gpu", 2), ("pallas_gpu", 1)])
 def test_sharded_over_batch_and_heads_equals_one_device(impl, kv_heads, caplog):
@@ -104,6 +132,28 @@ def test_sharded_over_batch_and_heads_equals_one_device(impl, kv_heads, caplog):
     np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
   replicated = [r for r in caplog.records if "computes all heads" in r.getMessage()]
   assert len(replicated) == (kv_heads == 1)
+
+
+@pytest.mark.slow  # ~30 s of interpret-mode splash on 8 fake devices
+def test_splash_sinks_shard_with_the_heads():
+  """GPT-OSS layers on a data 2 x fsdp 2 x tensor 2 mesh: each device's sink logits are its query heads' (split over
+  tensor with them), forward and gradients equal to one device."""
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  q, k, v = _qkv(4, 250, 4, 2, 16, seed=8)
+  seg = jnp.asarray(SEGMENTS)
+  sinks = jnp.asarray(np.random.default_rng(9).standard_normal(4), jnp.float32)
+  cot = jnp.asarray(np.random.default_rng(10).standard_normal(q.shape), jnp.float32)
+
+  def fn(mesh):
+    return jax.jit(lambda q, k, v, sinks: fused_attention.attention(
+        q, k, v, seg, impl="splash", window=100, sinks=sinks, mesh=mesh, rules=ShardingRules(), block=128,
+        interpret=True))
+
+  out, vjp = jax.vjp(fn(mesh), q, k, v, sinks)
+  want, want_vjp = jax.vjp(fn(None), q, k, v, sinks)
+  np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+  for g, w in zip(vjp(cot), want_vjp(cot)):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=0)
 
 
 def _loss_and_grads(params, batch, cfg, impl: str):
@@ -177,6 +227,15 @@ def test_auto_attention_per_backend_and_rows():
   assert choices == {("cpu", False): "xla", ("cpu", True): "xla", ("gpu", False): "cudnn",
                      ("gpu", True): "pallas_gpu", ("tpu", False): "splash", ("tpu", True): "splash"}
   assert "falls back to XLA" in fused_attention.auto_attention("cpu", True)[1]
+  # A model with attention sinks (GPT-OSS): splash computes them; no GPU kernel does, so GPUs fall back to XLA.
+  assert fused_attention.auto_attention("tpu", True, sinks=True)[0] == "splash"
+  for packing in (False, True):
+    impl, why = fused_attention.auto_attention("gpu", packing, sinks=True)
+    assert impl == "xla" and "attention sinks" in why
+  q, k, v = _qkv(1, 128, 2, 1, 8)
+  for impl in ("cudnn", "pallas_gpu"):
+    with pytest.raises(ValueError, match=f"attention '{impl}' has no attention sinks or sliding window"):
+      fused_attention.attention(q, k, v, jnp.ones((1, 128), jnp.int32), impl=impl, sinks=jnp.zeros(2))
 
 
 def test_bench_packs_equal_documents_per_row():

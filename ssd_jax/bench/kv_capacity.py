@@ -2,10 +2,10 @@
 
   python -m ssd_jax.bench.kv_capacity [--lengths SAMPLES_DIR_OR_JSONL] [--requests 800] [--seed 0]
 
-No model runs (CPU only). For each model (Qwen3-4B, Qwen3-30B-A3B, Llama-3.1-8B) on each sampling process of the
-paper configs' hardware (one 8 x H100-80GB node; one host of a TPU v5p-64 slice, 4 chips x 95 GB), the KV pool is
-what the engine would give it: `kv_cache_fraction` 0.85 of the HBM the weights leave (weights as the pipeline
-loads them, float32; KV in bfloat16).
+No model runs (CPU only). For each model (Qwen3-4B, Qwen3-30B-A3B, Llama-3.1-8B, GPT-OSS-20B) on each sampling
+process of the paper configs' hardware (one 8 x H100-80GB node; one host of a TPU v5p-64 slice, 4 chips x 95 GB),
+the KV pool is what the engine would give it: `kv_cache_fraction` 0.85 of the HBM the weights leave (weights as the
+pipeline loads them, float32; KV in bfloat16).
 
 - dense: every slot preallocates prompt + max_tokens (69,632 tokens: 65,536 new + 4,096 of prompt), so the number
   of concurrent sequences is the pool over that;
@@ -54,8 +54,12 @@ MODELS = {
                           num_experts_per_tok=8, moe_intermediate_size=768),
     "llama3.1-8b": dict(model_type="llama", vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32,
                         num_kv_heads=8, head_dim=128, intermediate_size=14336),
+    "gpt-oss-20b": dict(model_type="gpt_oss", vocab_size=201088, hidden_size=2880, num_layers=24, num_heads=64,
+                        num_kv_heads=8, head_dim=64, intermediate_size=2880, num_experts=32, num_experts_per_tok=4,
+                        moe_intermediate_size=2880, norm_topk_prob=True, moe_bias=True, attention_sinks=True,
+                        sliding_window=128, layer_types=("sliding_attention", "full_attention") * 12),
 }
-PARAMS = {"qwen3-4b": 4.02e9, "qwen3-30b-a3b": 30.53e9, "llama3.1-8b": 8.03e9}
+PARAMS = {"qwen3-4b": 4.02e9, "qwen3-30b-a3b": 30.53e9, "llama3.1-8b": 8.03e9, "gpt-oss-20b": 20.91e9}
 # One sampling process: its chips and HBM (the configs sample per process on that process's devices).
 HARDWARE = {"gpu_8xh100": (8, 80 * GB), "tpu_v5p_64_host": (4, 95 * GB)}
 

@@ -3,7 +3,9 @@
 Output layout (`out_dir`):
 - `samples-00000.jsonl`, ...: one line per sample, `{"id", "messages": [system?, user, assistant], "finish_reason",
   "num_tokens", "prompt_tokens", "sample_index", "source", "kept", "filter_reason"}`. The assistant turn is the raw
-  decoded sample (thinking traces included, nothing stripped): the format ml-ssd, TRL and Megatron-Bridge read.
+  decoded sample (thinking traces included, nothing stripped): the format ml-ssd, TRL and Megatron-Bridge read. A
+  harmony model's (GPT-OSS) turn is `{"thinking": analysis channel, "content": final channel}`, the messages TRL
+  reads for it, which its template renders back to exactly the sampled tokens.
   Degenerate samples stay in the shards with `kept: false` and the reason, so nothing is lost; trainers read
   `kept` rows (`read_samples`).
 - `plan.json`: what the shards were planned from (sampling config, random stream scheme, prompt digest); a rerun
@@ -28,6 +30,7 @@ barrier, process 0 alone writes the manifest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -41,6 +44,7 @@ from ssd_jax.coordination import barrier
 from ssd_jax.data.prompts import PROMPT_STYLES, RenderedPrompt, render_prompts
 from ssd_jax.data.sources import PromptRecord, SourceReport, check_unique_ids
 from ssd_jax.files import JsonlError, read_jsonl, write_atomic
+from ssd_jax.models import harmony
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.loader import LoadedModel
 from ssd_jax.models.transformer import NO_SHARDING, Sharding
@@ -216,13 +220,20 @@ def _check_plan(out_dir: str, plan: dict[str, Any]) -> None:
   _commit(path, data)
 
 
-def _sample_rows(shard: Sequence[RenderedPrompt], results, rule: DegeneracyRule) -> list[dict]:
+def _sample_rows(shard: Sequence[RenderedPrompt], results, rule: DegeneracyRule, tokenizer) -> list[dict]:
+  """One row per completion. A harmony completion (GPT-OSS) becomes an assistant turn with `thinking` (its analysis
+  channel) and `content` (its final answer), which the degeneracy rule judges; one that is not a single reasoning
+  message and a final answer is not kept (`harmony.assistant_message`'s reason) and keeps its raw text."""
   rows = []
   for prompt, completions in zip(shard, results):
     for c in completions:
       text = c.text or ""
-      reason = classify_sample(text, c.finish_reason, rule)
-      rows.append({"id": prompt.record.id, "messages": prompt.messages + [{"role": "assistant", "content": text}],
+      message, reason = harmony.assistant_message(tokenizer, text)
+      if message is None:
+        message = {"role": "assistant", "content": text}
+      else:
+        reason = classify_sample(message["content"], c.finish_reason, rule)
+      rows.append({"id": prompt.record.id, "messages": prompt.messages + [message],
                    "finish_reason": c.finish_reason, "num_tokens": c.num_tokens, "prompt_tokens": len(prompt.ids),
                    "sample_index": c.sample_index, "source": prompt.record.source, "kept": reason is None,
                    "filter_reason": reason})
@@ -293,7 +304,8 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
     if torn:
       discarded.append(k)
     if engine is None:
-      engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding, decode_text=tok.decode)
+      engine = Engine(model.params, model.cfg, tok.stop_ids, config.engine, sharding,
+                      decode_text=functools.partial(harmony.decode_completion, tok))
     requests = [Request(p.ids, n=config.n_per_prompt, sampling=config.sampling, stream_id=stream_id_of(p.record.id))
                 for p in shards[k]]
     # The engine counts finished samples; a prompt is done when its n are.
@@ -301,7 +313,7 @@ def synthesize(model: LoadedModel, records: Sequence[PromptRecord], out_dir: str
         lambda samples, _, base=done: progress(base + samples // config.n_per_prompt, total))
     results = engine.generate(requests, seed=config.seed, progress=on_samples)
     done += len(shards[k])
-    rows = _sample_rows(shards[k], results, config.degeneracy)
+    rows = _sample_rows(shards[k], results, config.degeneracy, tok)
     _commit(path, b"".join((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in rows))
     written.append(k)
     log.info("shard %d/%d: %d prompts -> %s", k + 1, len(shards), len(shards[k]), path)

@@ -15,6 +15,9 @@ Outputs, per run tag (e.g. "base_T0.7") in `out_dir`:
 
 HumanEval is scored the usual way for chat models: the last fenced block of the answer is the completion that
 follows the prompt (a full `def` re-defines the stub); an answer without a fence is used as raw text.
+
+A harmony model's (GPT-OSS) completions are stored with their channel markers; the answer that is graded is the
+final channel (`models.harmony.graded_text`; none: NO_CODE), never the reasoning.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ssd_jax.data.problems import Problem
 from ssd_jax.data.prompts import render_prompts
 from ssd_jax.data.sources import prompt_record
 from ssd_jax.eval.extract import extract_code
+from ssd_jax.models import harmony
 from ssd_jax.eval.judge import SampleResult, completion_digest, judge_many
 from ssd_jax.eval.passk import score
 from ssd_jax.eval.sandbox import SandboxError
@@ -228,8 +232,8 @@ def sample_completions(engine, tokenizer, problems: Sequence[Problem], sampling:
   stop = set(int(s) for s in tokenizer.stop_ids)
   texts, reasons = {}, {}
   for problem, row in zip(problems, out):
-    texts[problem.id] = [tokenizer.decode(c.tokens[:-1] if c.tokens and c.tokens[-1] in stop else c.tokens)
-                         for c in row]
+    texts[problem.id] = [harmony.decode_completion(tokenizer, c.tokens[:-1] if c.tokens and c.tokens[-1] in stop
+                                                   else c.tokens) for c in row]
     reasons[problem.id] = [c.finish_reason for c in row]
   return texts, reasons
 
@@ -278,7 +282,9 @@ def evaluate_sweep(engine, tokenizer, problems: Sequence[Problem], sandbox, temp
       write_atomic(samples_path, "".join(
           json.dumps({"problem_id": p.id, "completions": texts[p.id], "finish_reasons": reasons[p.id],
                       "seed": run_sampling.seed, "random_stream": RANDOM_STREAM}) + "\n" for p in share))
-    results = judge_samples(share, texts, sandbox, settings=settings,
+    # A harmony model's (GPT-OSS) answer is its final channel; the samples file keeps the whole completion.
+    answers = {pid: [harmony.graded_text(tokenizer, text) for text in row] for pid, row in texts.items()}
+    results = judge_samples(share, answers, sandbox, settings=settings,
                             results_path=os.path.join(out_dir, f"{run_tag}{part}.results.jsonl"),
                             progress=(lambda done, total: progress("judge", done, total)) if progress else None)
     summary_path = os.path.join(out_dir, f"{run_tag}.summary.json")

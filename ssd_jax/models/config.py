@@ -1,4 +1,4 @@
-"""Model hyperparameters for the Llama-3.x, Qwen3 and Qwen3-MoE families, parsed from HF `config.json`.
+"""Model hyperparameters for the Llama-3.x, Qwen3, Qwen3-MoE and GPT-OSS families, parsed from HF `config.json`.
 
 `ModelConfig` is frozen and hashable: it is passed to jitted functions as a static argument, so everything
 in it is a Python scalar, string or tuple. Both config styles that hub checkpoints carry are accepted:
@@ -14,8 +14,14 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "qwen3_moe")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "qwen3_moe", "gpt_oss")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+# transformers' GptOssConfig defaults, for a config.json that leaves them out.
+_GPT_OSS_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                 "original_max_position_embeddings": 4096}
 
 
 class ConfigError(ValueError):
@@ -68,6 +74,18 @@ class ModelConfig:
   decoder_sparse_step: int = 1
   mlp_only_layers: tuple[int, ...] = ()
   router_aux_loss_coef: float = 0.0
+  # GPT-OSS: a bias on the router and on every expert projection, and the clamped SwiGLU
+  # (up + 1) * gate * sigmoid(swiglu_alpha * gate) with gate <= swiglu_limit and |up| <= swiglu_limit
+  # (swiglu_limit 0: the plain silu(gate) * up).
+  moe_bias: bool = False
+  swiglu_limit: float = 0.0
+  swiglu_alpha: float = 1.0
+  # GPT-OSS attention: layer_types[i] is "sliding_attention" (keys within the last sliding_window positions, the
+  # query's own included) or "full_attention" (empty: every layer full); attention_sinks adds one learned logit
+  # per query head to each softmax's denominator (a column that takes probability mass and is then dropped).
+  sliding_window: int = 0
+  layer_types: tuple[str, ...] = ()
+  attention_sinks: bool = False
   # Special tokens as the checkpoint declares them (eos may be several ids).
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
@@ -88,6 +106,19 @@ class ModelConfig:
           f"unsupported rope type {self.rope_scaling.rope_type!r}; expected one of {SUPPORTED_ROPE_TYPES}")
     if self.num_experts and not 0 < self.num_experts_per_tok <= self.num_experts:
       raise ConfigError(f"num_experts_per_tok={self.num_experts_per_tok} must be in [1, {self.num_experts}]")
+    if self.layer_types and len(self.layer_types) != self.num_layers:
+      raise ConfigError(f"layer_types has {len(self.layer_types)} entries; expected one per layer ({self.num_layers})")
+    bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
+    if bad:
+      raise ConfigError(f"unknown layer_types {bad}; expected entries from {LAYER_TYPES}")
+    if self.model_type == "gpt_oss" and not (self.num_experts and self.moe_bias and self.attention_sinks and
+                                             self.norm_topk_prob and not self.mlp_only_layers
+                                             and self.decoder_sparse_step == 1):
+      raise ConfigError("gpt_oss is sparse in every layer with biased experts, top-k-renormalised routing and "
+                        "attention sinks: it needs num_experts > 0, moe_bias, attention_sinks, norm_topk_prob, no "
+                        "mlp_only_layers and decoder_sparse_step 1")
+    if "sliding_attention" in self.layer_types and self.sliding_window <= 0:
+      raise ConfigError(f"sliding_attention layers need sliding_window > 0, got {self.sliding_window}")
 
   @property
   def is_moe(self) -> bool:
@@ -96,6 +127,11 @@ class ModelConfig:
   def is_moe_layer(self, layer: int) -> bool:
     """Qwen3-MoE's rule: sparse unless listed in mlp_only_layers, every decoder_sparse_step-th layer."""
     return (self.is_moe and layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0)
+
+  def window(self, layer: int) -> int:
+    """Layer `layer`'s sliding window in positions (a query sees keys q - window < k <= q); 0 = full attention."""
+    sliding = self.layer_types and self.layer_types[layer] == "sliding_attention"
+    return self.sliding_window if sliding else 0
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -121,7 +157,7 @@ class ModelConfig:
     if unknown:
       raise ConfigError(f"unknown ModelConfig fields {unknown}")
     d["rope_scaling"] = RopeScaling(**d.get("rope_scaling", {}))
-    for key in ("eos_token_ids", "mlp_only_layers"):
+    for key in ("eos_token_ids", "mlp_only_layers", "layer_types"):
       d[key] = tuple(d.get(key, ()))
     return cls(**d)
 
@@ -151,9 +187,16 @@ class ModelConfig:
     if model_type != "llama" and hf.get("use_sliding_window"):
       raise ConfigError(f"{source}: use_sliding_window=true is not supported")
 
+    quant = hf.get("quantization_config") or {}
+    if quant and quant.get("quant_method") != "mxfp4":
+      raise ConfigError(f"{source}: quantization_config.quant_method {quant.get('quant_method')!r} is not supported; "
+                        "expected 'mxfp4' (GPT-OSS experts, dequantized on load) or an unquantized checkpoint")
+    gpt_oss = model_type == "gpt_oss"
+
     # 5.x puts theta inside rope_parameters; 4.x has rope_theta at the top and rope_scaling beside it.
-    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
-    rope_theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or (_GPT_OSS_ROPE if gpt_oss else {}))
+    default_theta = 150000.0 if gpt_oss else 10000.0  # transformers' GptOssConfig.default_theta
+    rope_theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or default_theta)
     rope_type = rope.pop("rope_type", None) or rope.pop("type", None) or "default"
     known = {f.name for f in dataclasses.fields(RopeScaling)}
     unknown = sorted(set(rope) - known)
@@ -163,7 +206,8 @@ class ModelConfig:
 
     eos = hf.get("eos_token_id")
     eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
-    num_experts = int(hf.get("num_experts") or hf.get("num_local_experts") or 0) if model_type == "qwen3_moe" else 0
+    moe_family = model_type in ("qwen3_moe", "gpt_oss")
+    num_experts = int(hf.get("num_experts") or hf.get("num_local_experts") or 0) if moe_family else 0
     fields = dict(
         model_type=model_type,
         vocab_size=int(need("vocab_size")),
@@ -191,8 +235,10 @@ class ModelConfig:
         eos_token_ids=tuple(int(i) for i in eos_ids),
         pad_token_id=hf.get("pad_token_id"),
     )
+    if gpt_oss:
+      fields.update(_gpt_oss_fields(hf, fields, source))
     if num_experts and not fields["moe_intermediate_size"]:
-      raise ConfigError(f"{source}: qwen3_moe needs moe_intermediate_size")
+      raise ConfigError(f"{source}: {model_type} needs moe_intermediate_size")
     fields.update(overrides)
     return cls(**fields)
 
@@ -210,7 +256,8 @@ class ModelConfig:
 
   def to_hf_dict(self) -> dict[str, Any]:
     """A config.json that transformers (4.x and 5.x) loads as the same architecture."""
-    arch = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+    arch = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+            "gpt_oss": "GptOssForCausalLM"}
     rope_fields = {
         "default": (),
         "linear": ("factor",),
@@ -248,7 +295,11 @@ class ModelConfig:
     }
     if self.model_type == "llama":
       out["mlp_bias"] = False
-    if self.is_moe:
+    if self.model_type == "gpt_oss":
+      out.update(num_local_experts=self.num_experts, num_experts_per_tok=self.num_experts_per_tok,
+                 router_aux_loss_coef=self.router_aux_loss_coef, swiglu_limit=self.swiglu_limit,
+                 swiglu_alpha=self.swiglu_alpha, sliding_window=self.sliding_window, layer_types=list(self.layer_types))
+    elif self.is_moe:
       out.update(
           num_experts=self.num_experts,
           num_local_experts=self.num_experts,
@@ -260,3 +311,32 @@ class ModelConfig:
           router_aux_loss_coef=self.router_aux_loss_coef,
       )
     return out
+
+
+def _gpt_oss_fields(hf: Mapping[str, Any], fields: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """The GPT-OSS fields of `ModelConfig.from_hf_dict`, with transformers' GptOssConfig defaults.
+
+  Every layer is sparse with experts of width intermediate_size. Routing takes a softmax over the top-k router
+  logits, which equals the renormalised top-k of the full softmax (norm_topk_prob), so Qwen3-MoE's routing serves.
+  """
+  layers = fields["num_layers"]
+  layer_types = tuple(hf.get("layer_types") or
+                      ("sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)))
+  window = hf.get("sliding_window", 128)
+  if "sliding_attention" in layer_types and not window:
+    raise ConfigError(f"{source}: layer_types has sliding_attention layers but sliding_window is {window!r}")
+  if not fields["num_experts"]:
+    raise ConfigError(f"{source}: gpt_oss needs num_local_experts")
+  return dict(
+      moe_intermediate_size=fields["intermediate_size"],
+      norm_topk_prob=True,
+      moe_bias=True,
+      swiglu_limit=float(hf.get("swiglu_limit", 7.0)),
+      swiglu_alpha=float(hf.get("swiglu_alpha", 1.702)),
+      attention_bias=bool(hf.get("attention_bias", True)),
+      rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+      max_position_embeddings=int(hf.get("max_position_embeddings") or 131072),
+      sliding_window=int(window or 0),
+      layer_types=layer_types,
+      attention_sinks=True,
+  )

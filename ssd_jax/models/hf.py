@@ -5,6 +5,10 @@ target sharding with `jax.make_array_from_callback`: a host holds at most one HF
 stacked experts, the experts its own devices need) at a time, so a 30B model never exists as a full
 host copy and every host of a pod reads only what it places.
 
+GPT-OSS stores every expert of a layer in one tensor ([E, ...]; gate and up interleaved along the last axis), read
+by expert range, and its released checkpoints quantize those to MXFP4 (`*_blocks` + `*_scales`), dequantized here on
+load (`mxfp4`); export writes them back unquantized.
+
 Export writes config.json, safetensors shards (+ index), generation_config.json and the tokenizer
 files into a temporary directory that is renamed into place only when complete.
 """
@@ -26,6 +30,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ssd_jax.coordination import barrier, is_coordinator
+from ssd_jax.models import mxfp4
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules
 from ssd_jax.models.transformer import ParamSpec, Params, param_specs
@@ -44,7 +49,9 @@ class TensorMap:
   """How one param leaf is made from HF tensors.
 
   `hf_names` lists the source tensors (several for stacked experts, stacked on axis 0); `to_ours` maps one
-  HF tensor to its slice of the leaf, `to_hf` maps that slice back.
+  HF tensor to its slice of the leaf, `to_hf` maps that slice back. `fused_experts`: the one HF tensor holds every
+  expert on axis 0 (GPT-OSS), so a device's experts are read as a range of it. `part` (i, n): the leaf is every
+  n-th entry of the HF tensor's last axis from i (GPT-OSS's interleaved gate/up), so export merges n leaves.
   """
 
   leaf: str
@@ -52,6 +59,8 @@ class TensorMap:
   hf_shape: tuple[int, ...]
   to_ours: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
+  fused_experts: bool = False
+  part: tuple[int, int] = (0, 1)
 
   @property
   def stacked(self) -> bool:
@@ -110,6 +119,10 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
       maps.append(TensorMap(name, (pre + "self_attn.o_proj.bias",), (d,), _identity, _identity))
     elif rest in ("attn.q_norm", "attn.k_norm"):
       maps.append(TensorMap(name, (pre + f"self_attn.{rest[5]}_norm.weight",), (dh,), _identity, _identity))
+    elif rest == "attn.sinks":
+      maps.append(TensorMap(name, (pre + "self_attn.sinks",), (h,), _identity, _identity))
+    elif cfg.model_type == "gpt_oss" and rest.startswith("mlp."):
+      maps.append(_gpt_oss_expert_map(name, pre, rest, spec.shape))
     elif rest == "mlp.router":
       maps.append(TensorMap(name, (pre + "mlp.gate.weight",), spec.shape[::-1], _transpose, _transpose))
     elif cfg.is_moe_layer(i) and rest in ("mlp.gate", "mlp.up", "mlp.down"):
@@ -122,6 +135,22 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
     else:
       raise AssertionError(f"no HF mapping for leaf {name}")
   return maps
+
+
+def _gpt_oss_expert_map(name: str, pre: str, rest: str, shape: tuple[int, ...]) -> TensorMap:
+  """GPT-OSS's router and fused experts: gate_up_proj [E, D, 2F] (gate at even, up at odd columns) with bias
+  [E, 2F], down_proj [E, F, D] with bias [E, D], router.weight [E, D] with bias [E]."""
+  if rest == "mlp.router":
+    return TensorMap(name, (pre + "mlp.router.weight",), shape[::-1], _transpose, _transpose)
+  if rest == "mlp.router_bias":
+    return TensorMap(name, (pre + "mlp.router.bias",), shape, _identity, _identity)
+  experts = pre + "mlp.experts."
+  suffix = "_bias" if rest.endswith("_bias") else ""
+  if rest in ("mlp.down", "mlp.down_bias"):
+    return TensorMap(name, (experts + "down_proj" + suffix,), shape, _identity, _identity, fused_experts=True)
+  part = {"mlp.gate": 0, "mlp.gate_bias": 0, "mlp.up": 1, "mlp.up_bias": 1}[rest]
+  return TensorMap(name, (experts + "gate_up_proj" + suffix,), (*shape[:-1], 2 * shape[-1]),
+                   lambda w: w[..., part::2], _identity, fused_experts=True, part=(part, 2))
 
 
 # -- import ----------------------------------------------------------------------------------------
@@ -173,30 +202,59 @@ class _SafetensorsDir:
         raise CheckpointError(f"{file_path}: truncated: header needs {8 + header_len + end} bytes, file has {size}")
       self._handles[name] = handle
 
-  def check(self, name: str, expected: tuple[int, ...], leaf: str):
-    if name not in self.tensors:
-      raise CheckpointError(f"{self.path}: missing tensor {name!r} (needed for {leaf}, expected shape {expected})")
-    shape = self.tensors[name][1]
-    if shape != tuple(expected):
-      raise CheckpointError(f"{self.path}: tensor {name!r} in {self.tensors[name][0]} has shape {shape}, "
-                            f"expected {tuple(expected)}")
+  def _mxfp4(self, name: str) -> bool:
+    """Whether `name` is stored as MXFP4 `name_blocks` + `name_scales` instead of itself."""
+    return (name not in self.tensors and name + mxfp4.BLOCKS_SUFFIX in self.tensors
+            and name + mxfp4.SCALES_SUFFIX in self.tensors)
 
-  def read(self, name: str) -> np.ndarray:
-    return self._handles[self.tensors[name][0]].get_tensor(name)
+  def file_of(self, name: str) -> str:
+    return self.tensors[name + mxfp4.BLOCKS_SUFFIX if self._mxfp4(name) else name][0]
+
+  def check(self, name: str, expected: tuple[int, ...], leaf: str):
+    if self._mxfp4(name):
+      blocks, scales = (self.tensors[name + suffix] for suffix in (mxfp4.BLOCKS_SUFFIX, mxfp4.SCALES_SUFFIX))
+      if blocks[2] != "U8" or scales[2] != "U8":
+        raise CheckpointError(f"{self.path}: MXFP4 tensors of {name!r} have dtypes {blocks[2]} / {scales[2]}; "
+                              "expected U8 blocks and scales")
+      try:
+        shape = mxfp4.dequantized_shape(blocks[1], scales[1], f"{self.path}: {name!r}")
+      except ValueError as e:
+        raise CheckpointError(str(e)) from e
+      where = f"(MXFP4, in {blocks[0]})"
+    elif name in self.tensors:
+      shape, where = self.tensors[name][1], f"in {self.tensors[name][0]}"
+    else:
+      raise CheckpointError(f"{self.path}: missing tensor {name!r} (needed for {leaf}, expected shape {expected})")
+    if shape != tuple(expected):
+      raise CheckpointError(f"{self.path}: tensor {name!r} {where} has shape {shape}, expected {tuple(expected)}")
+
+  def read(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """The tensor (MXFP4 dequantized to float32), or only its entries rows[0]:rows[1] along axis 0."""
+    if self._mxfp4(name):
+      blocks, scales = (self.read(name + suffix, rows) for suffix in (mxfp4.BLOCKS_SUFFIX, mxfp4.SCALES_SUFFIX))
+      return mxfp4.dequantize(blocks, scales)
+    handle = self._handles[self.tensors[name][0]]
+    if rows is None:
+      return handle.get_tensor(name)
+    return handle.get_slice(name)[rows[0]:rows[1]]
 
 
 def _place(m: TensorMap, reader: _SafetensorsDir, shape, dtype, sharding) -> jax.Array:
   """Builds one leaf on its sharding, reading only what this host's devices hold."""
-  if not m.stacked:
+  if not m.stacked and not m.fused_experts:
     host = m.to_ours(reader.read(m.hf_names[0])).astype(dtype)
     return jax.make_array_from_callback(shape, sharding, lambda idx: host[idx])
   cache: dict[tuple[int, int], np.ndarray] = {}
 
+  def read_experts(start: int, stop: int) -> np.ndarray:
+    if m.fused_experts:
+      return m.to_ours(reader.read(m.hf_names[0], rows=(start, stop))).astype(dtype)
+    return np.stack([m.to_ours(reader.read(m.hf_names[e])).astype(dtype) for e in range(start, stop)])
+
   def experts(idx):
     start, stop, _ = idx[0].indices(shape[0])
     if (start, stop) not in cache:
-      cache[(start, stop)] = np.stack(
-          [m.to_ours(reader.read(m.hf_names[e])).astype(dtype) for e in range(start, stop)])
+      cache[(start, stop)] = read_experts(start, stop)
     return cache[(start, stop)][(slice(None),) + tuple(idx[1:])]
 
   return jax.make_array_from_callback(shape, sharding, experts)
@@ -205,7 +263,7 @@ def _place(m: TensorMap, reader: _SafetensorsDir, shape, dtype, sharding) -> jax
 def load_hf(path: str, *, mesh: Mesh | None = None, rules: ShardingRules | None = None,
             param_dtype: str = "bfloat16", compute_dtype: str | None = None, **config_overrides
             ) -> tuple[ModelConfig, Params]:
-  """Loads an HF Llama-3 / Qwen3 / Qwen3-MoE directory (single file or sharded) onto the mesh."""
+  """Loads an HF Llama-3 / Qwen3 / Qwen3-MoE / GPT-OSS directory (single file or sharded) onto the mesh."""
   cfg = ModelConfig.from_hf_dir(path, param_dtype=param_dtype, compute_dtype=compute_dtype or param_dtype,
                                 **config_overrides)
   reader = _SafetensorsDir(path)
@@ -216,7 +274,7 @@ def load_hf(path: str, *, mesh: Mesh | None = None, rules: ShardingRules | None 
     for name in m.hf_names:
       reader.check(name, m.hf_shape, m.leaf)
   single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  order = sorted(range(len(maps)), key=lambda i: (reader.tensors[maps[i].hf_names[0]][0], i))
+  order = sorted(range(len(maps)), key=lambda i: (reader.file_of(maps[i].hf_names[0]), i))
   out: list[jax.Array | None] = [None] * len(maps)
   for i in order:
     spec = spec_leaves[i]
@@ -240,6 +298,7 @@ def hf_tensors(params: Params, cfg: ModelConfig, dtype=None) -> Iterator[tuple[s
   maps = tensor_maps(cfg)
   if len(leaves) != len(maps):
     raise CheckpointError(f"params have {len(leaves)} leaves, config {cfg.model_type} expects {len(maps)}")
+  parts: dict[str, dict[int, np.ndarray]] = {}  # interleaved parts of one HF tensor, until all are there
   for m, x in zip(maps, leaves):
     host = _to_host(x)
     if dtype is not None:
@@ -247,6 +306,15 @@ def hf_tensors(params: Params, cfg: ModelConfig, dtype=None) -> Iterator[tuple[s
     if m.stacked:
       for e, name in enumerate(m.hf_names):
         yield name, np.ascontiguousarray(m.to_hf(host[e]))
+    elif m.part[1] > 1:
+      name, (index, count) = m.hf_names[0], m.part
+      got = parts.setdefault(name, {})
+      got[index] = m.to_hf(host)
+      if len(got) == count:
+        merged = np.empty((*host.shape[:-1], count * host.shape[-1]), host.dtype)
+        for i, piece in parts.pop(name).items():
+          merged[..., i::count] = piece
+        yield name, merged
     else:
       yield m.hf_names[0], np.ascontiguousarray(m.to_hf(host))
 

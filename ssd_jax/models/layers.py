@@ -100,19 +100,26 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 # -- attention -------------------------------------------------------------------------------------
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, sinks: jax.Array | None = None
+              ) -> jax.Array:
   """Grouped-query attention, XLA's dense masked einsum (training picks among fused kernels in `fused_attention`).
 
   q: [B, S, H, Dh]; k, v: [B, K, T, Dh]; mask [B, S, T] bool (True = may attend) -> [B, S, H, Dh]. Scores and
-  softmax in float32. It materialises the [B, H, S, T] scores, which bounds the sequence length (~2.5x the f32
-  scores per layer in the backward).
+  softmax in float32. `sinks` [H] (GPT-OSS): one logit per query head that joins every row's softmax as an extra
+  column and is then dropped, so a head can put mass on nothing. It materialises the [B, H, S, T] scores, which
+  bounds the sequence length (~2.5x the f32 scores per layer in the backward).
   """
   b, s, h, dh = q.shape
   kv_heads = k.shape[1]
   q = q.reshape(b, s, kv_heads, h // kv_heads, dh)
   scores = jnp.einsum("bskgd,bktd->bkgst", q, k, preferred_element_type=jnp.float32) / math.sqrt(dh)
   scores = jnp.where(mask[:, None, None, :, :], scores, _MASKED)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  if sinks is None:
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  else:
+    sink = sinks.astype(jnp.float32).reshape(1, kv_heads, h // kv_heads, 1, 1)
+    sink = jnp.broadcast_to(sink, (*scores.shape[:-1], 1))
+    probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)[..., :-1].astype(v.dtype)
   out = jnp.einsum("bkgst,bktd->bskgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(b, s, h, dh).astype(q.dtype)
 
@@ -129,10 +136,16 @@ def causal_attention_by_length(q: jax.Array, k: jax.Array, v: jax.Array, lengths
   return out.astype(q.dtype)
 
 
-def segment_mask(segment_ids: jax.Array) -> jax.Array:
-  """[B, S] segment ids (0 = padding) -> [B, S, S] causal, same-segment, non-pad-key mask."""
+def segment_mask(segment_ids: jax.Array, window: int = 0) -> jax.Array:
+  """[B, S] segment ids (0 = padding) -> [B, S, S] causal, same-segment, non-pad-key mask.
+
+  `window` > 0 keeps only the last `window` keys of each query (its own included): a segment is contiguous, so the
+  index distance is the position distance.
+  """
   s = segment_ids.shape[1]
   causal = jnp.tril(jnp.ones((s, s), dtype=bool))
+  if window:
+    causal &= ~jnp.tril(jnp.ones((s, s), dtype=bool), -window)
   same = segment_ids[:, :, None] == segment_ids[:, None, :]
   return causal[None] & same & (segment_ids[:, None, :] > 0)
 
@@ -159,9 +172,12 @@ def swiglu(x: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array, dtype)
   return h @ down.astype(dtype)
 
 
-def route(x: jax.Array, router: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+def route(x: jax.Array, router: jax.Array, cfg: ModelConfig, router_bias: jax.Array | None = None
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """x [T, D] -> (router logits [T, E] f32, top-k weights [T, k] f32, top-k expert ids [T, k] int32)."""
   logits = jnp.dot(x.astype(cfg.cdtype), router.astype(cfg.cdtype), preferred_element_type=jnp.float32)
+  if router_bias is not None:
+    logits = logits + router_bias.astype(jnp.float32)
   probs = jax.nn.softmax(logits, axis=-1)
   weights, experts = jax.lax.top_k(probs, cfg.num_experts_per_tok)
   if cfg.norm_topk_prob:
@@ -169,13 +185,24 @@ def route(x: jax.Array, router: jax.Array, cfg: ModelConfig) -> tuple[jax.Array,
   return logits, weights, experts.astype(jnp.int32)
 
 
-def _local_experts(x, weights, experts, gate, up, down, first_expert, dtype):
+def gated_activation(gate: jax.Array, up: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """The experts' GLU: silu(gate) * up, or GPT-OSS's clamped (up + 1) * gate * sigmoid(alpha * gate)."""
+  if not cfg.swiglu_limit:
+    return jax.nn.silu(gate) * up
+  gate = jnp.minimum(gate, cfg.swiglu_limit)
+  up = jnp.clip(up, -cfg.swiglu_limit, cfg.swiglu_limit)
+  return (up + 1) * gate * jax.nn.sigmoid(cfg.swiglu_alpha * gate)
+
+
+def _local_experts(x, weights, experts, gate, up, down, gate_bias, up_bias, first_expert, cfg):
   """Runs the experts held locally ([E_local, ...]) on the assignments that hit them.
 
   Assignments are sorted by local expert id; those for other shards sort last and get no group, so
   ragged_dot leaves their rows zero. x [T, D], weights/experts [T, k] -> [T, D] float32 (a partial sum
-  over experts when the experts are split across shards).
+  over experts when the experts are split across shards). The gate/up biases [E_local, F] are added per row;
+  the down bias is the caller's (`moe`), since a partial sum over F shards would count it once per shard.
   """
+  dtype = cfg.cdtype
   num_tokens, top_k = experts.shape
   num_local = gate.shape[0]
   local_id = experts.reshape(-1) - first_expert
@@ -187,31 +214,50 @@ def _local_experts(x, weights, experts, gate, up, down, first_expert, dtype):
   xs = x[token].astype(dtype)
   h = jax.lax.ragged_dot(xs, gate.astype(dtype), group_sizes)
   u = jax.lax.ragged_dot(xs, up.astype(dtype), group_sizes)
-  y = jax.lax.ragged_dot((jax.nn.silu(h) * u).astype(dtype), down.astype(dtype), group_sizes,
+  if gate_bias is not None:
+    # Rows of other shards' experts take expert 0's bias; their down-projection rows stay zero all the same.
+    row_expert = jnp.minimum(sort_key[order], num_local - 1)
+    h = h + gate_bias.astype(dtype)[row_expert]
+    u = u + up_bias.astype(dtype)[row_expert]
+  y = jax.lax.ragged_dot(gated_activation(h, u, cfg).astype(dtype), down.astype(dtype), group_sizes,
                          preferred_element_type=jnp.float32)
   w = jnp.where(is_local[order], weights.reshape(-1)[order], 0.0)
   return jnp.zeros((num_tokens, x.shape[-1]), jnp.float32).at[token].add(y * w[:, None])
 
 
 def moe(x: jax.Array, router: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array, cfg: ModelConfig,
-        mesh: Mesh | None = None, rules: ShardingRules | None = None) -> tuple[jax.Array, jax.Array]:
+        mesh: Mesh | None = None, rules: ShardingRules | None = None, *, router_bias: jax.Array | None = None,
+        gate_bias: jax.Array | None = None, up_bias: jax.Array | None = None, down_bias: jax.Array | None = None
+        ) -> tuple[jax.Array, jax.Array]:
   """Routed experts. x [B, S, D]; gate/up [E, D, F]; down [E, F, D] -> (y [B, S, D] f32, router logits [B*S, E]).
 
-  On a mesh the experts run under shard_map: tokens stay sharded over the batch axes and are
-  all-gathered over the expert axis (when the batch is split there too), each shard runs its own
-  experts on the tokens routed to them, and the partial outputs are reduce-scattered back.
+  Biases (GPT-OSS, all or none): router [E], gate/up [E, F], down [E, D]. On a mesh the experts run under
+  shard_map: tokens stay sharded over the batch axes and are all-gathered over the expert axis (when the batch is
+  split there too), each shard runs its own experts on the tokens routed to them, and the partial outputs are
+  reduce-scattered back.
   """
   b, s, d = x.shape
   tokens = x.reshape(b * s, d)
-  logits, weights, experts = route(tokens, router, cfg)
-  dtype = cfg.cdtype
+  logits, weights, experts = route(tokens, router, cfg, router_bias)
+  biased = gate_bias is not None
   if mesh is None or rules is None or mesh.size == 1:
-    y = _local_experts(tokens, weights, experts, gate, up, down, 0, dtype)
-    return y.reshape(b, s, d), logits
+    y = _local_experts(tokens, weights, experts, gate, up, down, gate_bias, up_bias, 0, cfg)
+  else:
+    y = _sharded_experts(tokens, weights, experts, gate, up, down, gate_bias, up_bias, cfg, mesh, rules)
+  if biased:
+    # Each token's down bias, weighted by its routing weights: [T, E] combine weights times the [E, D] table.
+    combine = jnp.zeros((b * s, cfg.num_experts), jnp.float32).at[
+        jnp.arange(b * s)[:, None], experts].add(weights)
+    y = y + jnp.dot(combine, down_bias.astype(jnp.float32), preferred_element_type=jnp.float32)
+  return y.reshape(b, s, d), logits
 
+
+def _sharded_experts(tokens, weights, experts, gate, up, down, gate_bias, up_bias, cfg, mesh, rules):
+  """`_local_experts` under shard_map: each device runs its experts (and F slice) on the tokens routed there."""
   tok_spec = rules.spec(("batch", None), tokens.shape, mesh)
   w_spec = rules.spec(("experts", None, "moe_mlp"), gate.shape, mesh)
   down_spec = P(w_spec[0], w_spec[2], None)
+  bias_spec = P(w_spec[0], w_spec[2])
 
   def names(entry) -> tuple[str, ...]:
     return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
@@ -220,12 +266,12 @@ def moe(x: jax.Array, router: jax.Array, gate: jax.Array, up: jax.Array, down: j
   gather_axes = tuple(a for a in exp_axes if a in tok_axes)
   sum_axes = tuple(a for a in exp_axes if a not in tok_axes) + mlp_axes
 
-  def body(tokens, weights, experts, gate, up, down):
+  def body(tokens, weights, experts, gate, up, down, gate_bias, up_bias):
     if gather_axes:
       tokens, weights, experts = (jax.lax.all_gather(a, gather_axes, axis=0, tiled=True)
                                   for a in (tokens, weights, experts))
     first = jax.lax.axis_index(exp_axes) * gate.shape[0] if exp_axes else 0
-    y = _local_experts(tokens, weights, experts, gate, up, down, first, dtype)
+    y = _local_experts(tokens, weights, experts, gate, up, down, gate_bias, up_bias, first, cfg)
     if sum_axes:
       y = jax.lax.psum(y, sum_axes)
     if gather_axes:
@@ -233,9 +279,9 @@ def moe(x: jax.Array, router: jax.Array, gate: jax.Array, up: jax.Array, down: j
     return y
 
   row = P(tok_spec[0], None)
-  y = jax.shard_map(body, mesh=mesh, in_specs=(row, row, row, w_spec, w_spec, down_spec), out_specs=row,
-                    check_vma=False)(tokens, weights, experts, gate, up, down)
-  return y.reshape(b, s, d), logits
+  bias = None if gate_bias is None else bias_spec
+  return jax.shard_map(body, mesh=mesh, in_specs=(row, row, row, w_spec, w_spec, down_spec, bias, bias),
+                       out_specs=row, check_vma=False)(tokens, weights, experts, gate, up, down, gate_bias, up_bias)
 
 
 def load_balancing_stats(router_logits: jax.Array, token_mask: jax.Array, cfg: ModelConfig):

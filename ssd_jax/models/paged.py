@@ -16,6 +16,9 @@ page crosses devices) and KV heads over "tensor"; writes and attention run under
   check the wrapper against the kernel's shipped reference function); on GPU, and int8 pools on TPU, through
   "reference".
 An int8 pool (`PagedCache.k_scale`/`v_scale`, one float32 scale per token and head) dequantizes on read.
+
+GPT-OSS layers attend within a sliding window and add a sink logit per head to each softmax; jax's kernels take no
+sinks, so such layers always run "reference" (which skips no pages before the window: it masks them).
 """
 
 from __future__ import annotations
@@ -132,8 +135,11 @@ def _dequantize(x: jax.Array, scale: jax.Array | None, dtype) -> jax.Array:
   return (x.astype(jnp.float32) * scale[..., None]).astype(dtype) if scale is not None else x.astype(dtype)
 
 
-def _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, block_pages: int):
-  """q [B, C, H, Dh] (query c of row b at position start[b] + c) over each row's first kv_len[b] tokens, causal."""
+def _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, block_pages: int, window: int = 0,
+               sinks=None):
+  """q [B, C, H, Dh] (query c of row b at position start[b] + c) over each row's first kv_len[b] tokens, causal;
+  within the last `window` positions when > 0; sinks [H]: each head's softmax sink logit (its running maximum and
+  sum start from the sink's column instead of from nothing)."""
   b, c, h, dh = q.shape
   k_heads, _, page, _ = k_pages.shape
   g = h // k_heads
@@ -153,6 +159,8 @@ def _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len,
     ks, vs = ks.reshape(k_heads, b, width, dh), vs.reshape(k_heads, b, width, dh)
     key_pos = i * width + idx
     ok = (key_pos[None, None, :] <= q_pos[:, :, None]) & (key_pos[None, None, :] < kv_len[:, None, None])
+    if window:
+      ok &= key_pos[None, None, :] > q_pos[:, :, None] - window
     scores = jnp.einsum("bckgd,kbtd->bkgct", qg, ks, preferred_element_type=jnp.float32)
     scores = jnp.where(ok[:, None, None], scores, _MASKED)
     m_new = jnp.maximum(m, scores.max(-1))
@@ -162,8 +170,12 @@ def _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len,
                                               preferred_element_type=jnp.float32)
     return i + 1, m_new, l * scale + p.sum(-1), acc
 
-  init = (jnp.zeros((), jnp.int32), jnp.full((b, k_heads, g, c), _MASKED, jnp.float32),
-          jnp.zeros((b, k_heads, g, c), jnp.float32), jnp.zeros((b, k_heads, g, c, dh), jnp.float32))
+  if sinks is None:
+    m0, l0 = jnp.full((b, k_heads, g, c), _MASKED, jnp.float32), jnp.zeros((b, k_heads, g, c), jnp.float32)
+  else:
+    m0 = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, k_heads, g, 1), (b, k_heads, g, c))
+    l0 = jnp.ones((b, k_heads, g, c), jnp.float32)
+  init = (jnp.zeros((), jnp.int32), m0, l0, jnp.zeros((b, k_heads, g, c, dh), jnp.float32))
   _, _, l, acc = jax.lax.while_loop(lambda s: s[0] * width < limit, body, init)
   out = acc / jnp.maximum(l, 1e-30)[..., None]  # rows with nothing to attend (padding) give zeros
   return out.transpose(0, 3, 1, 2, 4).reshape(b, c, h, dh).astype(q.dtype)
@@ -214,8 +226,10 @@ def _pallas_ragged(q, k_pages, v_pages, page_table, start, kv_len):
   return jnp.where(valid[..., None, None], out[jnp.clip(flat, 0, b * c - 1)], 0).astype(q.dtype)
 
 
-def _local(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, *, impl: str, block_pages: int,
-           interpret: bool):
+def _local(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, sinks, *, impl: str, block_pages: int,
+           interpret: bool, window: int):
+  if window or sinks is not None:  # GPT-OSS: no jax kernel has sinks
+    return _reference(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, block_pages, window, sinks)
   if impl != "reference" and q.shape[1] == 1:
     return _pallas_decode(q, k_pages, v_pages, k_scale, v_scale, page_table, kv_len, impl, interpret)
   if impl == "pallas_tpu" and k_scale is None:  # its int8 takes one scale per pool, not one per token
@@ -225,26 +239,28 @@ def _local(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, *, 
 
 def attention(q: jax.Array, k_pages: jax.Array, v_pages: jax.Array, page_table: jax.Array, start: jax.Array,
               kv_len: jax.Array, *, k_scale: jax.Array | None = None, v_scale: jax.Array | None = None,
-              impl: str = "reference", block_pages: int = 8, mesh=None, rules=None,
-              interpret: bool = False) -> jax.Array:
+              impl: str = "reference", block_pages: int = 8, mesh=None, rules=None, interpret: bool = False,
+              window: int = 0, sinks: jax.Array | None = None) -> jax.Array:
   """Causal attention of q [B, C, H, Dh] (query c of row b at position start[b] + c) over each row's first
   kv_len[b] cached tokens (the query's own keys already written) -> [B, C, H, Dh].
 
   impl: "reference" (any C), "pallas_gpu" / "pallas_tpu" (C == 1; else the reference). `interpret` runs a Pallas
   kernel in interpret mode (tests on CPU). On a mesh (see `mesh_split`) it runs per shard under shard_map.
+  `window` > 0: only the last `window` positions (the query's own included); `sinks` [H]: one softmax sink logit per
+  query head (GPT-OSS; either one runs "reference").
   """
   if impl not in PAGE_IMPLS:
     raise ValueError(f"unknown paged attention {impl!r}; expected one of {PAGE_IMPLS}")
-  fn = functools.partial(_local, impl=impl, block_pages=block_pages, interpret=interpret)
+  fn = functools.partial(_local, impl=impl, block_pages=block_pages, interpret=interpret, window=window)
   data, tensor = mesh_split(mesh, rules, k_pages.shape[0], q.shape[2])
   if not data and not tensor:
-    return fn(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len)
+    return fn(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, sinks)
   d, t = _axes(data), _axes(tensor)
   row, pages, scales = P(d), P(t, d, None, None), P(t, d, None)
   specs = (P(d, None, t, None), pages, pages, None if k_scale is None else scales,
-           None if v_scale is None else scales, P(d, None), row, row)
+           None if v_scale is None else scales, P(d, None), row, row, None if sinks is None else P(t))
   return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(d, None, t, None),
-                       check_vma=False)(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len)
+                       check_vma=False)(q, k_pages, v_pages, k_scale, v_scale, page_table, start, kv_len, sinks)
 
 
 def write_sharded(pages: jax.Array, scales: jax.Array | None, new: jax.Array, page_table: jax.Array,

@@ -25,6 +25,7 @@ import sentencepiece as spm
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from ssd_jax.models import harmony
 from ssd_jax.models.chat_template import CHATML_SYMBOLS, CHATML_TEMPLATE, render_chat_template, template_literals
 
 __all__ = ["CHATML_SYMBOLS", "CHATML_TEMPLATE", "Tokenizer", "TokenizerError", "load_tokenizer", "render_chat_template",
@@ -160,6 +161,8 @@ class Tokenizer:
     special_ids: Ids that `decode(..., skip_special_tokens=True)` drops.
     special_tokens: Named special tokens (`bos_token`, ...) as chat templates see them.
     chat_template: The template text, a dict of named templates, or None.
+    chat_format: "harmony" when the default template writes OpenAI's harmony markers as special tokens (GPT-OSS:
+      completions keep them, see `models.harmony`), else "plain".
   """
 
   def __init__(self, backend: _HFBackend | _SPBackend, *, source: str, special_tokens: Mapping[str, str],
@@ -179,6 +182,8 @@ class Tokenizer:
       end_of_turn = _end_of_turn_id(default_template, self.special_tokens, backend.special)
       if end_of_turn is not None:
         stops.append(end_of_turn)
+    literals = template_literals(default_template) if default_template is not None else ""
+    self.chat_format = harmony.chat_format(default_template, literals, list(backend.special))
     self.stop_ids: tuple[int, ...] = tuple(i for i in dict.fromkeys(stops) if 0 <= i < backend.vocab_size)
 
   def __repr__(self) -> str:

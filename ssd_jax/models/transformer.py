@@ -1,4 +1,4 @@
-"""The decoder-only transformer for Llama-3.x, Qwen3 and Qwen3-MoE, as pure functions over a param pytree.
+"""The decoder-only transformer for Llama-3.x, Qwen3, Qwen3-MoE and GPT-OSS, as pure functions over a param pytree.
 
 Param tree (head-split layouts so that heads shard and einsums read plainly):
 
@@ -6,8 +6,10 @@ Param tree (head-split layouts so that heads shard and einsums read plainly):
   Params.layers[i]    Layer: attn_norm [D], attn: Attention, mlp_norm [D], mlp: Mlp | Moe
     Attention.q       [D, H, Dh]    (embed, q_heads, head_dim)      .o [H, Dh, D]
     Attention.k / .v  [D, K, Dh]    (embed, kv_heads, head_dim)     .q_norm / .k_norm [Dh] (Qwen3)
+    Attention.sinks   [H]           (q_heads) GPT-OSS's per-head sink logits
     Mlp.gate / .up    [D, F]        (embed, mlp)                    .down [F, D]
     Moe.router        [D, E]        Moe.gate / .up [E, D, F] (experts, embed, moe_mlp); .down [E, F, D]
+    Moe.*_bias        GPT-OSS: router [E], gate / up [E, F] (experts, moe_mlp), down [E, D] (experts, embed)
   Params.final_norm   [D]
   Params.lm_head      [D, V] or None when tied to embed
 
@@ -55,6 +57,7 @@ class Attention:
   k_bias: Any = None
   v_bias: Any = None
   o_bias: Any = None
+  sinks: Any = None
 
 
 @struct.dataclass
@@ -70,6 +73,10 @@ class Moe:
   gate: Any
   up: Any
   down: Any
+  router_bias: Any = None
+  gate_bias: Any = None
+  up_bias: Any = None
+  down_bias: Any = None
 
 
 @struct.dataclass
@@ -108,16 +115,22 @@ def param_specs(cfg: ModelConfig) -> Params:
         k_bias=ParamSpec((k, dh), ("kv_heads", "head_dim"), "zeros") if bias else None,
         v_bias=ParamSpec((k, dh), ("kv_heads", "head_dim"), "zeros") if bias else None,
         o_bias=ParamSpec((d,), ("norm",), "zeros") if bias else None,
+        sinks=ParamSpec((h,), ("q_heads",), "zeros") if cfg.attention_sinks else None,
     )
 
   def mlp(layer: int):
     if cfg.is_moe_layer(layer):
       e, f = cfg.num_experts, cfg.moe_intermediate_size
+      bias = cfg.moe_bias
       return Moe(
           router=ParamSpec((d, e), ("embed", None)),
           gate=ParamSpec((e, d, f), ("experts", "embed", "moe_mlp")),
           up=ParamSpec((e, d, f), ("experts", "embed", "moe_mlp")),
           down=ParamSpec((e, f, d), ("experts", "moe_mlp", "embed")),
+          router_bias=ParamSpec((e,), (None,), "zeros") if bias else None,
+          gate_bias=ParamSpec((e, f), ("experts", "moe_mlp"), "zeros") if bias else None,
+          up_bias=ParamSpec((e, f), ("experts", "moe_mlp"), "zeros") if bias else None,
+          down_bias=ParamSpec((e, d), ("experts", "embed"), "zeros") if bias else None,
       )
     f = cfg.intermediate_size
     return Mlp(gate=ParamSpec((d, f), ("embed", "mlp")), up=ParamSpec((d, f), ("embed", "mlp")),
@@ -229,7 +242,9 @@ def _ffn(layer: Layer, x: jax.Array, token_mask: jax.Array, cfg: ModelConfig, sh
   h = layers.rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
   if isinstance(layer.mlp, Moe):
     m = layer.mlp
-    y, router_logits = layers.moe(h, m.router, m.gate, m.up, m.down, cfg, sh.mesh, sh.rules)
+    y, router_logits = layers.moe(h, m.router, m.gate, m.up, m.down, cfg, sh.mesh, sh.rules,
+                                  router_bias=m.router_bias, gate_bias=m.gate_bias, up_bias=m.up_bias,
+                                  down_bias=m.down_bias)
     return y, layers.load_balancing_stats(router_logits, token_mask.reshape(-1), cfg)
   m = layer.mlp
   y = layers.swiglu(h, m.gate, m.up, m.down, cfg.cdtype).astype(jnp.float32)
@@ -247,12 +262,15 @@ def _moe_loss(stats: list, num_tokens: jax.Array, cfg: ModelConfig) -> jax.Array
 
 
 def _block(layer: Layer, x: jax.Array, positions: jax.Array, segment_ids: jax.Array, mask: jax.Array | None,
-           token_mask: jax.Array, cfg: ModelConfig, sh: Sharding, attention: str = "xla", interpret: bool = False):
-  """One decoder layer over a full sequence: x [B, S, D] f32 -> (x, k, v [B, K, S, Dh], balance stats)."""
+           token_mask: jax.Array, cfg: ModelConfig, sh: Sharding, attention: str = "xla", interpret: bool = False,
+           window: int = 0):
+  """One decoder layer over a full sequence: x [B, S, D] f32 -> (x, k, v [B, K, S, Dh], balance stats).
+
+  `window`: the layer's sliding window (0 = full attention); `mask` ("xla") already applies it."""
   h = layers.rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
   q, k, v = _project_qkv(layer.attn, h, positions, cfg, sh)
-  attn = fused_attention.attention(q, k, v, segment_ids, impl=attention, mask=mask, mesh=sh.mesh, rules=sh.rules,
-                                   interpret=interpret)
+  attn = fused_attention.attention(q, k, v, segment_ids, impl=attention, mask=mask, window=window,
+                                   sinks=layer.attn.sinks, mesh=sh.mesh, rules=sh.rules, interpret=interpret)
   x = x + _attn_out(layer.attn, attn, cfg)
   y, stats = _ffn(layer, x, token_mask, cfg, sh)
   return sh.constrain(x + y, ("batch", "sequence", "act_embed")), k, v, stats
@@ -284,21 +302,25 @@ def hidden_states(params: Params, tokens: jax.Array, segment_ids: jax.Array, cfg
   if positions is None:
     positions = layers.positions_from_segments(segment_ids)
   sh = sharding
-  mask = layers.segment_mask(segment_ids) if attention == "xla" else None
+  windows = [cfg.window(i) for i in range(cfg.num_layers)]
+  # One mask per distinct window (GPT-OSS: full and sliding), shared by the layers that use it.
+  masks = {w: layers.segment_mask(segment_ids, w) for w in set(windows)} if attention == "xla" else {}
   token_mask = (segment_ids > 0).astype(jnp.float32)
   x = _embed(params, tokens, sh)
-
-  def block(layer: Layer, x: jax.Array):
-    x, _, _, stats = _block(layer, x, positions, segment_ids, mask, token_mask, cfg, sh, attention, interpret)
-    return x, stats
-
   if REMAT_POLICIES.get(remat, 0) == 0:
     raise ValueError(f"unknown remat policy {remat!r}; expected one of {sorted(REMAT_POLICIES)}")
-  if remat != "none":
-    block = jax.checkpoint(block, policy=REMAT_POLICIES[remat])
+
+  def make_block(window: int):
+    def block(layer: Layer, x: jax.Array):
+      x, _, _, stats = _block(layer, x, positions, segment_ids, masks.get(window), token_mask, cfg, sh, attention,
+                              interpret, window)
+      return x, stats
+    return block if remat == "none" else jax.checkpoint(block, policy=REMAT_POLICIES[remat])
+
+  blocks = {w: make_block(w) for w in set(windows)}
   stats = []
-  for layer in params.layers:
-    x, s = block(layer, x)
+  for layer, window in zip(params.layers, windows):
+    x, s = blocks[window](layer, x)
     if s is not None:
       stats.append(s)
   h = layers.rms_norm(x, params.final_norm, cfg.rms_norm_eps)
@@ -342,7 +364,8 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
   b, c = tokens.shape
   positions = start[:, None] + jnp.arange(c, dtype=jnp.int32)[None, :]
   seg = (jnp.arange(c)[None, :] < length[:, None]).astype(jnp.int32)
-  mask = layers.segment_mask(seg) if fresh else None
+  windows = [cfg.window(i) for i in range(cfg.num_layers)]
+  masks = {w: layers.segment_mask(seg, w) for w in set(windows)} if fresh else {}
   kv_len = start + length
   x = _embed(params, tokens, sh)
   ks, vs, kss, vss = [], [], [], []
@@ -360,10 +383,10 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
     kss.append(ksc)
     vss.append(vsc)
     if fresh:
-      attn = layers.attention(q, k, v, mask)
+      attn = layers.attention(q, k, v, masks[windows[i]], layer.attn.sinks)
     else:
       attn = paged.attention(q, kp, vp, page_table, start, kv_len, k_scale=ksc, v_scale=vsc, impl=attention,
-                             mesh=sh.mesh, rules=sh.rules)
+                             mesh=sh.mesh, rules=sh.rules, window=windows[i], sinks=layer.attn.sinks)
     x = x + _attn_out(layer.attn, attn, cfg)
     y, _ = _ffn(layer, x, seg.astype(jnp.float32), cfg, sh)
     x = sh.constrain(x + y, ("batch", "sequence", "act_embed"))
