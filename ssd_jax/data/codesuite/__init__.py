@@ -2,9 +2,10 @@
 
 53 families of short function tasks (strings, lists, arithmetic, dictionaries, simple loops), each a seeded
 generator of variants (constants, which character or threshold, direction, names, examples). Every problem is a
-`Problem` in HumanEval's mode: `prompt` (imports + signature + docstring with one `>>>` example), `test` (a
-`check(candidate)` of held-back asserts, computed by running the reference), `canonical_solution` (the reference
-body), so the evaluator judges it exactly as it judges HumanEval.
+`Problem` in HumanEval's mode: `prompt` (imports + signature + docstring with one `>>>` example, then a
+"# Write your code here" line: `core.BODY_MARKER`), `test` (a `check(candidate)` of at least 8 held-back asserts,
+computed by running the reference, edge cases included), `canonical_solution` (the reference body), so the evaluator
+judges it exactly as it judges HumanEval.
 
 Families, not problems, are split: `TRAIN_FAMILIES` are a synthesis prompt source, `EVAL_FAMILIES` an evaluation
 benchmark, and related families (sums of a list and of a range, max of a list / of three / of a dict) sit on the

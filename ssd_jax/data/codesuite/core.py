@@ -20,16 +20,17 @@ from typing import Any, Callable
 
 from ssd_jax.data.problems import Problem
 
-__all__ = ["Args", "BODY_MARKER", "COMPARISONS", "Variant", "WORDS", "build_problem", "indent_body", "int_list", "reference_function",
-           "render_call", "sentence", "text", "word_list"]
+__all__ = ["Args", "BODY_MARKER", "COMPARISONS", "HELD_BACK_TESTS", "Variant", "WORDS", "build_problem", "indent_body",
+           "int_list", "reference_function", "render_call", "sentence", "text", "word_list"]
 
 Args = tuple[Any, ...]
 
 # The line after the docstring. HumanEval's prompts end at the docstring; SmolLM2-135M then mostly repeats the stub
-# with no body (16 of 27 eval problems; 2 of 27 passed), while with this line it mostly writes the body (4 of 27
-# repeated, 7 passed). A comment, so `prompt + completion` compiles either way, with a body or with a full `def`.
+# with no body (one eval problem per family, T 0.7: 16 of 27 repeated, 2 passed), while with this line it mostly
+# writes the body (4 of 27 repeated, 7 passed). A comment, so `prompt + completion` compiles either way, with a body
+# or with a full `def`.
 BODY_MARKER = "    # Write your code here\n"
-HELD_BACK_TESTS = 8  # asserts per problem (edge cases first, then random draws)
+HELD_BACK_TESTS = 8  # asserts per problem, at least (all edge cases, then random draws)
 _MAX_DRAWS = 400  # draws tried before a family is declared unable to produce distinct tests
 _TYPING_NAMES = ("Dict", "List", "Optional", "Tuple")
 
