@@ -19,9 +19,11 @@ def page_table(rows: int, pages_per_row: int, shards: int = 1) -> jax.Array:
 
 
 def run(cfg, params, tokens, lengths, steps, *, chunk=None, page=4, pps=16, sharding=transformer.NO_SHARDING,
-        dtype="float32"):
+        dtype="float32", attention="reference"):
   """Prefills row b's first lengths[b] tokens of `tokens` [B, S] (in chunks of `chunk`), then feeds the next `steps`
-  tokens of each row one at a time -> logits [B, steps + 1, V]: after each row's prompt, then after each fed token."""
+  tokens of each row one at a time -> logits [B, steps + 1, V]: after each row's prompt, then after each fed token.
+  attention "rows": the decode steps attend over slot rows staged from the pages after the prefill (as the engine's
+  CPU decode does)."""
   tokens = np.asarray(tokens)
   lengths = np.asarray(lengths, np.int32)
   b = tokens.shape[0]
@@ -38,10 +40,12 @@ def run(cfg, params, tokens, lengths, steps, *, chunk=None, page=4, pps=16, shar
                            jnp.asarray(n), table, cache, cfg=cfg, sharding=sharding, fresh=s == 0)
     last = logits if last is None else jnp.where((n > 0)[:, None], logits, last)
   out.append(last)
+  if attention == "rows":
+    cache = paged.stage_rows(paged.init_rows(cache, cfg, b, pps * page), jnp.arange(b, dtype=jnp.int32), table)
   for t in range(steps):
     rows = np.arange(b)
     feed = tokens[rows, lengths + t][:, None]
     logits, cache = extend(params, jnp.asarray(feed), jnp.asarray(lengths + t), jnp.ones((b,), jnp.int32), table,
-                           cache, cfg=cfg, sharding=sharding)
+                           cache, cfg=cfg, sharding=sharding, attention=attention)
     out.append(logits)
   return np.stack([np.asarray(x) for x in out], axis=1)

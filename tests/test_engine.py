@@ -161,6 +161,51 @@ def test_prompts_prefilled_in_chunks_equal_one_chunk(model):
   assert greedy[0][0].tokens == _greedy_reference(params, cfg, prompts[0], 5)
 
 
+def test_rows_give_the_tokens_of_pages(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [9, 3, 14, 6, 21], seed=8)
+  requests = [Request(p, n=2, sampling=SamplingConfig(max_new_tokens=4 + 3 * i, temperature=1.0, top_k=20, top_p=0.9))
+              for i, p in enumerate(prompts)]
+  ecfg = EngineConfig(**{**ECFG.__dict__, "batch_size": 3})  # refills: rows are staged into reused slots
+  rows = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ecfg.__dict__, "decode_attention": "rows"}))
+  pages = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ecfg.__dict__,
+                                                                     "decode_attention": "reference"}))
+  assert (rows.decode_impl, pages.decode_impl) == ("rows", "reference")
+  got, want = rows.generate(requests, seed=4), pages.generate(requests, seed=4)
+  assert [[c.tokens for c in r] for r in got] == [[c.tokens for c in r] for r in want]
+
+
+def test_rows_apply_only_where_they_can(model):
+  cfg, params = model
+  int8 = EngineConfig(**{**ECFG.__dict__, "kv_dtype": "int8"})
+  assert Engine(params, cfg, stop_ids=[], engine_cfg=int8).decode_impl == "reference"  # "auto" falls back
+  with pytest.raises(ValueError, match="decode_attention 'rows' does not apply: int8 pages"):
+    Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**int8.__dict__, "decode_attention": "rows"}))
+  huge = EngineConfig(**{**ECFG.__dict__, "batch_size": 4096, "max_seq_len": 65536, "kv_pages": 64})
+  assert Engine(params, cfg, stop_ids=[], engine_cfg=huge).decode_impl == "reference"
+  with pytest.raises(ValueError, match="unknown decode_attention 'dense'"):
+    Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "decode_attention": "dense"}))
+
+
+def test_slots_are_filled_before_decoding_and_refilled_as_they_free(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [5, 8, 3, 6], seed=9)
+  requests = [Request(p, sampling=SamplingConfig(max_new_tokens=m, temperature=1.0))
+              for p, m in zip(prompts, [3, 9, 5, 7])]
+  ecfg = EngineConfig(batch_size=2, max_seq_len=64, chunk_steps=16, page_size=4, prefill_rows=1)
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=ecfg)
+  out = engine.generate(requests, seed=1)
+  # Decode steps per request (the first token comes from the prefill): 2, 8, 4, 6. Both slots start busy (two
+  # one-row prefills before the first chunk); a chunk ends when a slot frees while a request waits: slot A runs
+  # 2 + 4 + 6 steps, slot B 8, so 12 steps carry 20 tokens. Without the refill, the first chunk runs 8 steps and
+  # the second 6 (14); without filling both slots first, the first chunk runs request 0 alone.
+  assert engine.stats["prefill_calls"] == 4
+  assert (engine.stats["decode_steps"], engine.stats["decode_tokens"]) == (12, 20)
+  assert [c.num_tokens for (c,) in out] == [3, 9, 5, 7]
+  big = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ecfg.__dict__, "batch_size": 8}))
+  assert [[c.tokens for c in r] for r in big.generate(requests, seed=1)] == [[c.tokens for c in r] for r in out]
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_matches_transformers_for_64_tokens():
   import os

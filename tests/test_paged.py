@@ -114,6 +114,46 @@ def test_ragged_tpu_wrapper_with_the_kernels_reference_equals_ours(monkeypatch):
   assert np.all(got[~valid] == 0)
 
 
+@pytest.mark.parametrize("block", [128, 8])  # one block of 32 tokens; blocks of 8
+def test_rows_staged_from_pages_give_the_reference_attention(block):
+  rng = np.random.RandomState(5)
+  k_heads, h, page, pps, dh = 2, 6, 4, 8, 8
+  lengths = [1, 4, 5, 32, 0, 13]  # one token, a full page, one past it, the whole table, an empty row, mid-page
+  k, v, k_pages, v_pages, table = _scatter(rng, lengths, k_heads, page, pps, 64, dh)
+  b = len(lengths)
+  slots = np.asarray([3, 0, 5, 1, 4, 2], np.int32)  # row i of the tables takes slot slots[i]
+  cache = paged.PagedCache(k=(k_pages,), v=(v_pages,))
+  cache = paged.init_rows(cache, _OneLayer(k_heads, dh), b, pps * page)
+  cache = paged.stage_rows(cache, jnp.asarray(np.append(slots, b)), jnp.concatenate([table, table[:1]]))  # + padding
+  rows_k, rows_v = np.asarray(cache.rows.k[0]), np.asarray(cache.rows.v[0])
+  np.testing.assert_array_equal(rows_k[slots], k)  # each slot holds its row's tokens, in order
+  np.testing.assert_array_equal(rows_v[slots], v)
+  q = rng.standard_normal((b, 1, h, dh)).astype(np.float32)
+  kv_len = np.asarray(lengths, np.int32)
+  want = np.asarray(paged.attention(jnp.asarray(q), k_pages, v_pages, table, jnp.asarray(np.maximum(kv_len - 1, 0)),
+                                    jnp.asarray(kv_len)))
+  order = np.argsort(slots)  # slot s holds table row order[s]
+  got = np.asarray(paged.rows_attention(jnp.asarray(q[order]), cache.rows.k[0], cache.rows.v[0],
+                                        jnp.asarray(kv_len[order]), block=block))
+  assert np.abs(got - want[order]).max() <= 1e-5
+  assert np.abs(got[slots[4]]).max() == 0  # nothing to attend: zeros
+
+
+class _OneLayer:
+  """The model fields `init_rows` reads."""
+
+  def __init__(self, k_heads: int, dh: int):
+    self.num_layers, self.num_kv_heads, self.head_dim = 1, k_heads, dh
+
+
+def test_write_rows_places_one_token_per_active_row():
+  rows = jnp.zeros((3, 1, 8, 2))
+  new = jnp.arange(1, 7, dtype=jnp.float32).reshape(3, 1, 1, 2)
+  out = np.asarray(paged.write_rows(rows, new, jnp.asarray([5, 0, 7]), jnp.asarray([1, 0, 1])))[:, 0]
+  assert (out[0, 5] == [1, 2]).all() and (out[2, 7] == [5, 6]).all()
+  assert out[1].sum() == 0 and out[0].sum() == 3 and out[2].sum() == 11  # row 1 (length 0) writes nothing
+
+
 def test_write_places_tokens_and_drops_padding():
   page, pps = 4, 3
   pool = jnp.zeros((1, 8, page, 2))
@@ -139,6 +179,15 @@ def test_extend_equals_the_full_forward(model, chunk):
   got = paged_run.run(cfg, params, tokens, [11, 11], 8, chunk=chunk)
   full = np.asarray(_forward(params, tokens, np.ones_like(tokens), cfg=cfg))[:, 10:]
   assert np.abs(got - full).max() <= 1e-5
+
+
+def test_decode_over_staged_rows_equals_the_full_forward(model):
+  cfg, params = model
+  tokens = np.random.RandomState(3).randint(3, cfg.vocab_size, (3, 19)).astype(np.int32)
+  got = paged_run.run(cfg, params, tokens, [11, 7, 11], 8, attention="rows")
+  full = np.asarray(_forward(params, tokens, np.ones_like(tokens), cfg=cfg))
+  want = np.stack([full[0, 10:], full[1, 6:15], full[2, 10:]])
+  assert np.abs(got - want).max() <= 1e-5
 
 
 def test_int8_pages_stay_close(model):

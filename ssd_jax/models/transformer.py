@@ -357,18 +357,26 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
   sit at positions start[b] + c. Their keys and values are written into the row's pages (`page_table` [B, pps], page
   ids local to the row's data shard) and each query attends causally over the row's first start[b] + length[b]
   cached tokens. `fresh` (static): every row starts at 0, so attention runs over the chunk itself (dense causal)
-  instead of over the pages. `attention` is `paged.attention`'s implementation. Returns (logits of each row's last
-  real token [B, V] f32, cache).
+  instead of over the pages. `attention` is `paged.attention`'s implementation, or "rows" (decode steps only, C = 1,
+  one device, float pages): row b is also decode slot b of `cache.rows`, which gets the new keys and values too and
+  is what the step attends over (`paged.rows_attention`). Returns (logits of each row's last real token [B, V] f32,
+  cache).
   """
   sh = sharding
   b, c = tokens.shape
+  use_rows = attention == "rows" and not fresh
+  if use_rows and (c != 1 or cache.rows is None or cache.k_scale is not None or cfg.attention_sinks
+                   or any(cfg.window(i) for i in range(cfg.num_layers))):
+    raise ValueError(f"attention 'rows' needs one token per row ({c} given), a cache with rows "
+                     f"({cache.rows is not None}), float pages ({cache.k_scale is None}) and no sinks or sliding "
+                     "windows (those layers run the paged reference)")
   positions = start[:, None] + jnp.arange(c, dtype=jnp.int32)[None, :]
   seg = (jnp.arange(c)[None, :] < length[:, None]).astype(jnp.int32)
   windows = [cfg.window(i) for i in range(cfg.num_layers)]
   masks = {w: layers.segment_mask(seg, w) for w in set(windows)} if fresh else {}
   kv_len = start + length
   x = _embed(params, tokens, sh)
-  ks, vs, kss, vss = [], [], [], []
+  ks, vs, kss, vss, rks, rvs = [], [], [], [], [], []
   for i, layer in enumerate(params.layers):
     h = layers.rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
     q, k, v = _project_qkv(layer.attn, h, positions, cfg, sh)
@@ -384,6 +392,10 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
     vss.append(vsc)
     if fresh:
       attn = layers.attention(q, k, v, masks[windows[i]], layer.attn.sinks)
+    elif use_rows:
+      rks.append(paged.write_rows(cache.rows.k[i], k_new, start, length))
+      rvs.append(paged.write_rows(cache.rows.v[i], v_new, start, length))
+      attn = paged.rows_attention(q, rks[-1], rvs[-1], kv_len)
     else:
       attn = paged.attention(q, kp, vp, page_table, start, kv_len, k_scale=ksc, v_scale=vsc, impl=attention,
                              mesh=sh.mesh, rules=sh.rules, window=windows[i], sinks=layer.attn.sinks)
@@ -394,6 +406,7 @@ def extend(params: Params, tokens: jax.Array, start: jax.Array, length: jax.Arra
   h_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
   h_last = layers.rms_norm(h_last, params.final_norm, cfg.rms_norm_eps)
   quantized = cache.k_scale is not None
+  rows = paged.SlotRows(k=tuple(rks), v=tuple(rvs)) if use_rows else cache.rows
   new_cache = paged.PagedCache(k=tuple(ks), v=tuple(vs), k_scale=tuple(kss) if quantized else None,
-                               v_scale=tuple(vss) if quantized else None)
+                               v_scale=tuple(vss) if quantized else None, rows=rows)
   return logits_from_hidden(params, h_last, cfg, sh), new_cache

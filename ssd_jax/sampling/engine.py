@@ -8,8 +8,13 @@ built for throughput at long lengths:
   as many sequences run as the memory actually used allows (`scheduler.py` decides, on the host);
 - n samples of a prompt share one prefill and the prompt's pages (each copies the partly filled last page);
 - prompts longer than `prefill_chunk` are prefilled in chunks between decode chunks;
-- decoding runs `chunk_steps` tokens per jitted call (a while_loop that exits early when every slot is done); a
-  step's attention reads the pages the sequences hold, so its cost follows the tokens in the cache;
+- decoding runs up to `chunk_steps` tokens per jitted call (a while_loop that exits once every slot is done, or,
+  while requests wait for a slot, once enough slots are free to refill); a step's attention reads the tokens the
+  sequences hold, so its cost follows the tokens in the cache, not the maximum;
+- a decode chunk with idle slots costs nearly what a full one does, so free slots are filled first: prompts are
+  prefilled, several calls if need be, until the slots are taken or nothing is left to start;
+- on CPU the decode steps attend over each slot's tokens copied out of its pages into a contiguous row
+  (`paged.SlotRows`, attention "rows"), not over gathered pages;
 - when pages run out, the newest sequence is preempted and later recomputed; since each sample draws from its own
   stream fold_in(seed, stream id, sample index, step), its tokens are the ones it would have drawn anyway, and no
   token ever depends on its slot, its batch, the pool size or the order of the requests;
@@ -41,6 +46,8 @@ STREAM_ID_LIMIT = 2 ** 64  # stream ids are 64-bit: 10^5 prompt ids would collid
 RANDOM_STREAM = "fold_in(key(seed), stream_id >> 32, stream_id & 0xffffffff, sample_index, step)"
 _BLOCK_PAGES = 8  # page-table width is a multiple of this (the kernels' pages per compute block)
 _CPU_POOL_BYTES = 2 << 30  # without device memory statistics (CPU): at most this much KV pool by default
+_ROWS_BYTES = 4 << 30  # "auto" attends over slot rows on CPU while they take at most this much (else over pages)
+_REFILL_FRACTION = 8  # while requests wait, a decode chunk ends once batch / this many slots (at least 1) are free
 
 
 def stream_id_of(name: str) -> int:
@@ -72,8 +79,10 @@ class EngineConfig:
   prefill_chunk: int = 512  # prompt tokens per prefill row per iteration
   prefill_rows: int = 8  # prefill rows per data shard per iteration
   k_max: int = 64  # top-k candidates the sampler considers (larger top_k takes the exact sort-free path)
-  # Attention over pages: "reference" (pure JAX), "pallas_gpu" / "pallas_tpu" (jax's decode kernels); "auto" picks
-  # by the default backend.
+  # Decode attention: "reference" (pure JAX over pages), "pallas_gpu" / "pallas_tpu" (jax's decode kernels over
+  # pages), "rows" (one device, float pages: over each slot's tokens copied into a contiguous row, paged.SlotRows);
+  # "auto" picks by the default backend: the Pallas kernel on GPU / TPU, "rows" on CPU when one device holds the
+  # pool, the pages are float and the rows take at most 4 GiB, else "reference".
   decode_attention: str = "auto"
   return_logprobs: bool = False
 
@@ -121,10 +130,15 @@ class SlotState:
   kv_len: jax.Array  # [B] int32, tokens cached
 
 
+DECODE_IMPLS = (*paged.PAGE_IMPLS, "rows")
+
+
 def decode_attention_impl(ecfg: EngineConfig) -> str:
+  """The configured decode attention, "auto" resolved by the default backend (the engine falls back from "rows" to
+  "reference" where rows do not apply: `Engine.decode_impl`)."""
   if ecfg.decode_attention != "auto":
     return ecfg.decode_attention
-  return {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(jax.default_backend(), "reference")
+  return {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(jax.default_backend(), "rows")
 
 
 def _pow2(n: int, cap: int) -> int:
@@ -177,17 +191,21 @@ def _copy(cache, src, dst):
   return paged.copy_pages(cache, src, dst)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding"), donate_argnames=("state", "cache"))
-def _decode(params, state: SlotState, table, cache, stop_ids, *, cfg: ModelConfig, ecfg: EngineConfig,
-            sharding: transformer.Sharding):
-  """Up to `chunk_steps` decode steps; stops early once every slot is done. Returns (state, cache, tokens
-  [B, chunk_steps] (-1 where a row did not step), logprobs, steps run)."""
+@functools.partial(jax.jit, donate_argnames=("cache",))
+def _stage(cache, slots, table):
+  return paged.stage_rows(cache, slots, table)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "ecfg", "sharding", "impl"), donate_argnames=("state", "cache"))
+def _decode(params, state: SlotState, table, cache, stop_ids, refill_at, *, cfg: ModelConfig, ecfg: EngineConfig,
+            sharding: transformer.Sharding, impl: str):
+  """Up to `chunk_steps` decode steps; stops early once `refill_at` (a traced count) slots are done. Returns (state,
+  cache, tokens [B, chunk_steps] (-1 where a row did not step), logprobs, steps run)."""
   b, n = state.done.shape[0], ecfg.chunk_steps
-  impl = decode_attention_impl(ecfg)
 
   def cond(carry):
     i, s, *_ = carry
-    return (i < n) & ~jnp.all(s.done)
+    return (i < n) & (jnp.sum(s.done.astype(jnp.int32)) < refill_at)
 
   def body(carry):
     i, s, cache, out, out_lp = carry
@@ -236,9 +254,34 @@ class Engine:
     self.kv_dtype = jnp.dtype(cfg.cdtype).name if engine_cfg.kv_dtype == "auto" else engine_cfg.kv_dtype
     self.pages_per_shard = self._pool_pages() // self.shards
     self.table_width = -(-(-(-engine_cfg.max_seq_len // engine_cfg.page_size)) // _BLOCK_PAGES) * _BLOCK_PAGES
+    self.decode_impl = self._decode_impl()
+    # Prefill chunks are not decode slots: with rows, they attend over the pages (the rows are staged at fill).
+    self.prefill_impl = "reference" if self.decode_impl == "rows" else self.decode_impl
     self._cache: paged.PagedCache | None = None
-    self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0, "preemptions": 0,
-                  "peak_pages": 0, "pool_pages": self.pages_per_shard * self.shards}
+    # decode_tokens / (decode_steps * batch_size) is how busy the slots were.
+    self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0, "decode_tokens": 0,
+                  "preemptions": 0, "peak_pages": 0, "pool_pages": self.pages_per_shard * self.shards}
+
+  def _decode_impl(self) -> str:
+    """The decode attention this engine runs: "auto" falls back from "rows" to "reference" where rows do not apply
+    (a pool split over devices, int8 pages, rows over 4 GiB); "rows" asked for where they do not apply is refused."""
+    impl = decode_attention_impl(self.ecfg)
+    if impl not in DECODE_IMPLS:
+      raise ValueError(f"unknown decode_attention {impl!r}; expected 'auto' or one of {DECODE_IMPLS}")
+    if impl != "rows":
+      return impl
+    mesh = self.sharding.mesh
+    nbytes = paged.rows_bytes(self.cfg, self.ecfg.batch_size, self.table_width * self.ecfg.page_size, self.kv_dtype)
+    windowed = self.cfg.attention_sinks or any(self.cfg.window(i) for i in range(self.cfg.num_layers))
+    why = ("the KV pool is split over devices" if mesh is not None and mesh.size > 1 else
+           "int8 pages" if self.kv_dtype == "int8" else
+           "attention sinks or sliding windows (the paged reference has them)" if windowed else
+           f"rows of {nbytes / 2 ** 30:.1f} GiB (batch_size x max_seq_len) over 4 GiB" if nbytes > _ROWS_BYTES else "")
+    if not why:
+      return "rows"
+    if self.ecfg.decode_attention == "rows":
+      raise ValueError(f"decode_attention 'rows' does not apply: {why}; use 'reference' or 'auto'")
+    return "reference"
 
   # -- memory ------------------------------------------------------------------------------------
 
@@ -265,6 +308,9 @@ class Engine:
     if self._cache is None:
       self._cache = paged.init_cache(self.cfg, self.pages_per_shard * self.shards, self.ecfg.page_size,
                                      dtype=self.kv_dtype, mesh=self.sharding.mesh, rules=self.sharding.rules)
+      if self.decode_impl == "rows":
+        self._cache = paged.init_rows(self._cache, self.cfg, self.ecfg.batch_size,
+                                      self.table_width * self.ecfg.page_size)
     return self._cache
 
   # -- host loop -----------------------------------------------------------------------------------
@@ -306,8 +352,13 @@ class Engine:
     total = sum(r.n for r in requests)
     finished = 0
     while sched.busy:
-      progressed = run.prefill(sched.next_prefill())
-      progressed |= run.fill(sched.fill_slots(self.ecfg.chunk_steps))
+      progressed = False
+      while True:  # idle slots cost nearly what busy ones do: fill them before decoding
+        chunks = sched.next_prefill()
+        progressed |= run.prefill(chunks)
+        progressed |= run.fill(sched.fill_slots(self.ecfg.chunk_steps))
+        if not chunks or not sched.free_slots():
+          break
       run.vacate(sched.reserve(self.ecfg.chunk_steps))
       self.stats["peak_pages"] = max(self.stats["peak_pages"], sched.in_use())
       if sched.running():
@@ -384,7 +435,7 @@ class _Run:
     fresh = all(c.start == 0 for c in chunks)
     logits, e._cache = _prefill(e.params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(length),
                                 jnp.asarray(table), e._pool(), cfg=e.cfg, sharding=e.sharding, fresh=fresh,
-                                impl=decode_attention_impl(e.ecfg))
+                                impl=e.prefill_impl)
     e.stats["prefill_calls"] += 1
     e.stats["prefill_rows"] += len(chunks)
     finals = [c for c in chunks if c.last and c.recompute is None]
@@ -437,6 +488,9 @@ class _Run:
     self.state = _insert(self.state, jnp.asarray(slots), jnp.asarray(last), jnp.asarray(num), jnp.asarray(max_new),
                          jnp.asarray(halves), jnp.asarray(index), self._params([f.seq.request for f in fills], w),
                          jnp.asarray(kv_len), self.seed, sharding=e.sharding)
+    if e.decode_impl == "rows":  # the sequences' cached tokens into their slots' rows
+      tables = self.table[np.minimum(slots, e.ecfg.batch_size - 1)]
+      e._cache = _stage(e._pool(), jnp.asarray(slots), jnp.asarray(tables))
     return True
 
   def vacate(self, preempted: list[tuple[Seq, int]]) -> None:
@@ -446,18 +500,25 @@ class _Run:
       self.state = _vacate(self.state, jnp.asarray(slots), sharding=self.e.sharding)
 
   def decode(self, sched: Scheduler) -> None:
+    """One decode chunk. While sequences wait for a slot it ends once batch / 8 more slots are free (or as many as
+    wait), so that they start without the chunk running on with idle slots; else it runs until all are done."""
     e = self.e
     running = sched.running()
     for seq in running:
       self.table[seq.slot] = self._row(seq.pages)
+    batch = e.ecfg.batch_size
+    waiting = sched.pending()
+    refill_at = batch if not waiting else batch - len(running) + min(waiting, max(1, batch // _REFILL_FRACTION))
     self.state, e._cache, out, out_lp, steps = _decode(e.params, self.state, jnp.asarray(self.table), e._pool(),
-                                                       e.stop_ids, cfg=e.cfg, ecfg=e.ecfg, sharding=e.sharding)
+                                                       e.stop_ids, jnp.asarray(refill_at, jnp.int32), cfg=e.cfg,
+                                                       ecfg=e.ecfg, sharding=e.sharding, impl=e.decode_impl)
     e.stats["decode_chunks"] += 1
     e.stats["decode_steps"] += int(steps)
     out, out_lp, done = jax.device_get((out, out_lp, self.state.done))
     for seq in running:
       row = out[seq.slot]
       k = int((row >= 0).sum())
+      e.stats["decode_tokens"] += k
       if e.ecfg.return_logprobs:
         self.logprobs[(seq.request, seq.sample)] += out_lp[seq.slot, :k].tolist()
       sched.advance(seq, row[:k].tolist(), bool(done[seq.slot]))

@@ -12,7 +12,8 @@ or over `max_seq_len`.
 
 The engine drives it: `next_prefill` (chunks to run now), `prefilled` (a chunk ran; a finished prompt's samples get
 their first tokens), `fill_slots` (ready samples into free slots), `reserve` (pages for the next chunk, preempting
-if needed), `advance` (tokens a chunk produced). `bench.kv_capacity` replays the same calls on length distributions.
+if needed), `advance` (tokens a chunk produced); `free_slots` and `pending` tell it whether to prefill again before
+decoding and when a decode chunk should stop to refill. `bench.kv_capacity` replays the same calls on length distributions.
 """
 
 from __future__ import annotations
@@ -192,6 +193,15 @@ class Scheduler:
 
   def running(self) -> list[Seq]:
     return [s for shard in self.slots for s in shard if s is not None]
+
+  def free_slots(self) -> int:
+    """Slots no sequence holds, over all shards."""
+    return sum(map(self._free_slots, range(self.cfg.shards)))
+
+  def pending(self) -> int:
+    """Sequences that wait for a slot: samples of waiting and prefilling prompts, preempted and ready ones."""
+    waiting = sum(1 if isinstance(item, Seq) else item[2] for item in self.waiting)
+    return waiting + sum(len(p.samples) for p in self.prefilling) + sum(map(len, self.ready))
 
   # -- prefill -----------------------------------------------------------------------------------
 
