@@ -8,26 +8,30 @@ The operator (ssd_paper.md §2.1, vLLM v1 order), per row with traced parameters
      mass of survivors strictly more likely than i is < top_p (the largest token is always kept).
   5. Sample from the renormalised kept set.
 
-Every kept set is upward closed in z, so one per-row threshold t describes it: kept = {i : z_i >= t}.
-How t is found:
-  * Window (the common case, e.g. SSD's top_k = 20): the exact top-K_MAX candidates decide everything
+Every kept set is upward closed in z: kept = {i : z_i >= t} for one per-row threshold t.
+
+`sample` decides each row's draw in one of two ways (per row, with traced parameters, inside one step):
+  * Window (0 < top_k <= k_max, e.g. SSD's top_k = 20): the exact top-k_max candidates decide everything
     when the min-p/top-k survivors fit inside them: top-k is the k-th candidate, top-p a K x K "mass
-    strictly above" sum. Cost: about one pass over the logits (a two-stage block top-k, no sort).
-  * Exact sort-free fallback (top_k = 0 or > K_MAX, no truncation at all, or ties that spill out of the
-    window), behind a `lax.cond` on "any row needs it": a bisection over the float32 bit pattern for the
-    k-th largest value (largest t with count(z >= t) >= k), one pass for the survivors' full mass (the
-    nucleus usually still closes inside the window), and only when it does not, a bisection for the
-    top-p threshold (largest t with mass(z >= t) >= top_p * survivor mass). 32 reduction passes per
-    bisection; no sort.
+    strictly above" sum, and the draw is Gumbel-max over the kept candidates with noise G(key, token id).
+    Cost: about one pass over the logits (a two-stage block top-k, no sort).
+  * Whole vocabulary (no truncation, top-p or min-p without top-k, top-k beyond the window, ties that
+    spill out of it): rejection sampling from the survivors against the block maxima of that same max
+    pass, and top-p by checking the stream's records (one exp pass each, usually one in all); see
+    `full_vocab`. A top-k beyond the window still finds its k-th value by a 32-step bisection.
+Greedy rows take the lowest id holding the maximum, from the block maxima.
 
-Sampling is Gumbel-max with noise G(key_b, i) that is a pure function of the row's key and the token id,
-so the window draw and the full-vocabulary draw return the same token for the same kept set, and a row's
-token depends neither on its batch slot, nor on the other rows, nor on how the vocabulary is sharded.
+`truncated_probs` returns the exact kept distribution: the window's thresholds where they decide, else
+thresholds from bisections over the float32 bit pattern (count(z >= t) >= k; mass(z >= t) >= top_p *
+survivor mass), without a sort. Tests compare it with a float64 NumPy transcription of the operator, and
+`sample`'s draws with it.
 
-Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis "tensor") are never gathered: under
-`jax.shard_map` each shard takes its local top-K_MAX (with global ids), the shards gather the
-K_MAX x shards candidates and merge them with an exact `lax.top_k`; the fallback psums per-shard counts
-and masses, and gathers the per-shard Gumbel argmaxes. Every shard of a row ends with the same token.
+A row's token depends only on its key, its logits and its parameters: not on its batch slot, the other
+rows, or how the vocabulary is sharded. Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis
+"tensor") are never gathered: under `jax.shard_map` each shard takes its local top-k_max (with global
+ids) and the shards merge them with an exact `lax.top_k`; the block maxima are gathered ([B, V / 64]),
+and the whole-vocabulary draw psums one value per proposal and one sum per checked record. Every shard
+of a row ends with the same token.
 """
 
 from __future__ import annotations
@@ -155,8 +159,9 @@ def truncated_probs(logits: jax.Array, temperature: jax.Array | float, top_k: ja
                     min_p: jax.Array | float | None = None, *, k_max: int = 64) -> jax.Array:
   """logits [B, V] -> [B, V] float32: the distribution `sample` draws from (one-hot at the argmax if greedy).
 
-  It runs the same threshold plan as `sample` (window, then the exact fallback), so tests of this function
-  test the kept sets that `sample` uses. Arguments as in `sample`; unsharded (it returns a [B, V] array).
+  Rows the window decides use `sample`'s own thresholds; the others get exact thresholds from bisections,
+  and `sample` draws from the same kept set by rejection. Arguments as in `sample`; unsharded (it returns a
+  [B, V] array). The bisections cost 32 passes each: this is for tests and analysis, not for decoding.
   """
   x = jnp.asarray(logits, jnp.float32)
   rows = _Rows.make(x.shape[0], temperature, top_k, top_p, min_p)
@@ -179,8 +184,8 @@ def sample(key: jax.Array, logits: jax.Array, temperature: jax.Array | float, to
     logits: [B, V] (cast to float32), optionally sharded over the vocab axis.
     temperature, top_k, top_p, min_p: [B] arrays or scalars (broadcast); traced, so new values reuse the
       compiled step. min_p None means off.
-    k_max: static window size (candidates per row). Rows with top_k <= k_max and a nucleus inside the
-      window never touch the full vocabulary again after one top-k pass.
+    k_max: static window size (candidates per row). Rows with 0 < top_k <= k_max whose survivors fit in
+      the window never touch the full vocabulary again after one top-k pass.
     sharding: mesh + rules; when the rules shard "act_vocab" the logits stay sharded (see module doc).
   """
   x = jnp.asarray(logits, jnp.float32)
