@@ -53,7 +53,7 @@ def test_nucleus_check_keeps_the_reference_set(ties):
     (1.2, 30, 0.9, 0.0),  # top-k beyond the window (bisection floor) and top-p
 ])
 def test_draws_follow_the_reference(params):
-  n, v = 100_000, 96  # 3 blocks of 32 tokens
+  n, v = 40_000, 96  # 3 blocks of 32 tokens
   logits = (np.random.default_rng(5).standard_normal((1, v)) * np.linspace(3.0, 0.5, v)).astype(np.float32)
   probs = reference(logits[0], *params)
   tokens = np.asarray(sample(jax.random.key(7), np.broadcast_to(logits, (n, v)), *params, k_max=4))
@@ -65,33 +65,33 @@ def test_draws_follow_the_reference(params):
 
 def test_ties_spilling_out_of_the_window():
   """30 tokens tie at the top-k (k = 20) value, more than the window of 8: all of them survive, equally likely."""
-  n, v = 50_000, 512
+  n, v = 20_000, 512
   row = np.random.default_rng(3).standard_normal(v).astype(np.float32)
   row[100:130] = 4.0
   probs = reference(row, 1.0, 20, 0.9)
   assert (probs > 0).sum() == 30
   tokens = np.asarray(sample(jax.random.key(2), np.broadcast_to(row, (n, v)), 1.0, 20, 0.9, k_max=8))
-  assert probs[tokens].min() > 0 and _tv(tokens, probs) < 0.02
+  assert probs[tokens].min() > 0 and _tv(tokens, probs) < 0.03
 
 
 def test_layouts_give_the_same_tokens():
   """Chunked passes and records per pass are chosen per platform for speed; they must not change a token."""
-  b, v = 16, 1000
+  b, v = 32, 1000
   rng = np.random.default_rng(4)
-  logits = (rng.standard_normal((b, v)) * rng.uniform(0.5, 4, (b, 1))).astype(np.float32)
+  logits = jnp.asarray((rng.standard_normal((b, v)) * rng.uniform(0.5, 4, (b, 1))).astype(np.float32))
   t = rng.uniform(0.5, 1.8, b)
   p = np.where(np.arange(b) % 4 == 0, 1.0, rng.uniform(0.05, 0.99, b))
   m = np.where(np.arange(b) % 5 == 0, 0.02, 0.0)
   rows, _ = _draw_rows(logits, t, np.zeros(b, int), p, m)
   axes = VocabAxes(vocab=v)
-  blocks = full_vocab.block_maxima(jnp.asarray(logits), axes)
-  for seed in range(3):
-    keys = row_keys(seed, jnp.arange(b), 0)
-    tokens = [np.asarray(full_vocab.draw_with_layout(jnp.asarray(logits), rows, keys, blocks, axes=axes,
-                                                     chunk_rows=chunk, checks=checks))
-              for chunk, checks in [(b, 4), (4, 1), (2, 3), (8, 2)]]
-    for other in tokens[1:]:
-      np.testing.assert_array_equal(other, tokens[0])
+  blocks = full_vocab.block_maxima(logits, axes)
+  keys = row_keys(3, jnp.arange(b), 0)
+  draws = [np.asarray(jax.jit(lambda k: full_vocab.draw_with_layout(logits, rows, k, blocks, axes=axes, chunk_rows=c,
+                                                                    checks=n))(keys))
+           for c, n in [(b, 4), (4, 1), (2, 3)]]
+  assert len(set(draws[0].tolist())) > b // 2  # the rows really draw different tokens
+  for other in draws[1:]:
+    np.testing.assert_array_equal(other, draws[0])
 
 
 def test_degenerate_rows():

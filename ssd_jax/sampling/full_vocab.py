@@ -40,7 +40,7 @@ GRID = 64  # largest block of the maxima grid; g = gcd(GRID, V)
 PROPOSALS = 256  # proposals per round and row (fixed: it is part of the definition of the stream)
 _NEG_INF = float("-inf")
 _SIGN = 0x80000000
-_CPU_CHUNK_ROWS = 4  # XLA:CPU materialises each elementwise stage: chunks of rows keep those buffers in cache
+_CPU_CHUNK_ELEMENTS = 1 << 20  # XLA:CPU materialises each elementwise stage: chunks of rows keep them in cache
 _CPU_CHECKS = 1  # records checked per pass on CPU (each one is a pass there); fused and nearly free elsewhere
 _DEVICE_CHECKS = 4
 
@@ -155,10 +155,11 @@ def draw(x: jax.Array, rows: Rows, keys: jax.Array, blocks: BlockMaxima, axes: V
   `keys` are the rows' typed keys. The pass layout is chosen per platform (see the module doc); it does not
   change the tokens.
   """
-  b = x.shape[0]
+  b, n = x.shape
+  cpu_chunk = max(d for d in range(1, b + 1) if b % d == 0 and d * n <= max(_CPU_CHUNK_ELEMENTS, n))
   return lax.platform_dependent(
       x, rows, keys, blocks,
-      cpu=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=math.gcd(b, _CPU_CHUNK_ROWS), checks=_CPU_CHECKS),
+      cpu=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=cpu_chunk, checks=_CPU_CHECKS),
       default=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=b, checks=_DEVICE_CHECKS))
 
 
@@ -207,28 +208,26 @@ def _propose(x: jax.Array, rows: Rows, pivot: jax.Array, keys: jax.Array, rounds
   bound = blocks.grid * rows.inv_t[:, None]  # tempered block maxima: max(x) * s == max(x * s) for s > 0
   live = (bound >= rows.floor[:, None]) & (bound > pivot[:, None])
   cdf = _prefix_sums(jnp.where(live, jnp.exp(bound - rows.zmax[:, None]), 0.0))
-  bits = _proposal_bits(keys, rounds)
-  target = _unit(bits[:, 0]) * cdf[:, -1:]
+  word, coin_word = _proposal_bits(keys, rounds)  # word: the block (its top 24 bits) and the slot (its low 8)
+  target = _unit(word) * cdf[:, -1:]
   block = jnp.minimum(jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right"))(cdf, target), cdf.shape[1] - 1)
-  slot = bits[:, 1] >> (32 - int(math.log2(size))) if size > 1 else jnp.zeros_like(bits[:, 1])
+  slot = (word & 0xFF) >> (8 - int(math.log2(size)))  # size <= GRID = 64 = 2^6
   ids = (block * size + slot.astype(jnp.int32)).astype(jnp.int32)
   z = axes.take(x, ids) * rows.inv_t[:, None]
-  coin = _unit(bits[:, 2]) + 2.0 ** -25  # in (0, 1): the block maximum (ratio 1) is always kept
+  coin = _unit(coin_word) + 2.0 ** -25  # in (0, 1): the block maximum (ratio 1) is always kept
   keep = (z >= rows.floor[:, None]) & (z > pivot[:, None])
   keep &= coin < jnp.exp(z - jnp.take_along_axis(bound, block, axis=1))
   return jnp.where(keep, z, _NEG_INF), ids
 
 
-def _proposal_bits(keys: jax.Array, rounds: jax.Array) -> jax.Array:
-  """[B] typed keys, round indices -> uint32 [B, 3, PROPOSALS]: fold_in(key, 2^31 + 2P * round + j)'s key data.
-
-  The ids lie above 2^31, apart from the token ids that key the window's Gumbel noise. One Threefry hash per
-  pair of words (as `sampler._gumbel`), which compiles in a third of the time of `jax.random.bits`.
-  """
-  ids = jnp.uint32(_SIGN) + rounds.astype(jnp.uint32)[:, None] * jnp.uint32(2 * PROPOSALS) + jnp.arange(
-      2 * PROPOSALS, dtype=jnp.uint32)
+def _proposal_bits(keys: jax.Array, rounds: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """[B] typed keys, round indices -> two uint32 words [B, PROPOSALS] per proposal: fold_in(key, 2^31 +
+  PROPOSALS * round + j)'s key data (one Threefry hash, as `sampler._gumbel`; it compiles in a third of the
+  time of `jax.random.bits`). The ids lie above 2^31, apart from the token ids of the window's noise."""
+  ids = jnp.uint32(_SIGN) + rounds.astype(jnp.uint32)[:, None] * jnp.uint32(PROPOSALS) + jnp.arange(
+      PROPOSALS, dtype=jnp.uint32)
   data = jax.random.key_data(jax.vmap(lambda k, i: jax.vmap(lambda j: jax.random.fold_in(k, j))(i))(keys, ids))
-  return jnp.stack([data[:, :PROPOSALS, 0], data[:, :PROPOSALS, 1], data[:, PROPOSALS:, 0]], axis=1)
+  return data[..., 0], data[..., 1]
 
 
 def _prefix_sums(w: jax.Array, width: int = 64) -> jax.Array:

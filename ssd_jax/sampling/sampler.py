@@ -469,13 +469,13 @@ def _sample_local(x: jax.Array, rows: _Rows, keys: jax.Array, *, k_max: int, axe
     token = jnp.take_along_axis(ids, jnp.argmax(scores, axis=-1)[:, None], axis=1)[:, 0]
     return token, windowed & ~spill, t_k
 
-  token_w, done_w, t_k = lax.cond(axes.any(windowed), window,
-                                  lambda: (zeros, zeros > 0, lowest))
+  token_w, done_w, t_k = lax.cond(axes.any(windowed), window, lambda: (zeros, zeros > 0, lowest))
   far = ~rows.greedy & k_on & ~k_in
   t_far = lax.cond(axes.any(far), lambda: _kth_largest(x, rows, zmax, axes), lambda: lowest)
   rest = ~rows.greedy & ~done_w
   draw_rows = full_vocab.Rows(inv_t=rows.inv_t, zmax=zmax, floor=jnp.maximum(t_min_p, jnp.where(far, t_far, t_k)),
                               top_p=rows.top_p, active=rest)
   token_f = lax.cond(axes.any(rest), lambda: full_vocab.draw(x, draw_rows, keys, blocks, axes), lambda: zeros)
-  argmax = full_vocab.lowest_argmax(x, blocks, axes)  # greedy rows, and rows whose maximum is not finite
-  return jnp.where(rows.greedy | (rest & ~jnp.isfinite(zmax)), argmax, jnp.where(done_w, token_w, token_f))
+  to_argmax = rows.greedy | (rest & ~jnp.isfinite(zmax))  # greedy rows, and rows whose maximum is not finite
+  argmax = lax.cond(axes.any(to_argmax), lambda: full_vocab.lowest_argmax(x, blocks, axes), lambda: zeros)
+  return jnp.where(to_argmax, argmax, jnp.where(done_w, token_w, token_f))
