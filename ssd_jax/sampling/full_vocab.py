@@ -1,4 +1,5 @@
-"""Draws that need the whole vocabulary, in about one pass over the logits: no sort, no per-token noise.
+"""Draws that need the whole vocabulary: one max pass (plus, with top-p, about one exp pass); no sort, no
+per-token noise, no threshold search.
 
 Used by `sampler.sample` for every row whose kept set does not fit its top-k window: no truncation, top-p
 without top-k, min-p only, top-k beyond the window, and ties that spill out of the window.
@@ -7,12 +8,12 @@ Block maxima. One max-reduction pass gives the maximum of each block of `g = gcd
 (the same grid on every vocab sharding: shards whose slice is not a multiple of g reduce finer blocks, and
 the gathered maxima are folded to the global grid, so the draw never depends on the sharding).
 
-Rejection sampling from the survivors (z >= floor, z > pivot), exact in distribution: a proposal picks a
-block b with probability proportional to exp(m_b) (m_b its tempered maximum, over the blocks that hold a
-candidate), then a slot uniformly among its g tokens, and keeps token i with probability exp(z_i - m_b)
-if i is a candidate. So P(i) is proportional to exp(z_i), and each proposal succeeds with probability
->= 1/g (the block maximum is always kept). `PROPOSALS` proposals per round, a fixed number, are drawn from
-the row's key, the round index and the proposal index: one read per proposal, not a pass.
+Rejection sampling from the candidates (z >= floor, z > pivot), exact in distribution: a proposal picks a
+block b with probability proportional to exp(m_b) (m_b its tempered maximum, over the blocks whose maximum
+is a candidate), then a slot uniformly among its g tokens, and keeps token i with probability
+exp(z_i - m_b) if i is a candidate. So P(i) is proportional to exp(z_i), and each proposal succeeds with
+probability >= 1/g (a block's maximum is always kept). `PROPOSALS` proposals per round, a fixed number,
+are drawn from the row's key, the round index and the proposal index: one read per proposal, not a pass.
 
 Top-p as a rejection against a pivot (as FlashInfer): token i is in the nucleus iff the survivors' mass
 strictly above z_i is < top_p of their total, i.e. iff D(z_i) = sum_j e_j ([z_j > z_i] - top_p [j survives])
@@ -183,15 +184,16 @@ def draw_with_layout(x: jax.Array, rows: Rows, keys: jax.Array, blocks: BlockMax
     rounds = rounds + fresh
     rz, rid = _records(values, ids, pivot, checks)  # [B, checks], -inf where a row has fewer records
     found = rz[:, 0] > _NEG_INF
-    hit_plain = ~done & plain & found  # no nucleus: the first accepted sample is the draw
-    pending = ~done & ~plain & found
+    # No nucleus, or a first record at the row maximum (always kept): the first record is the draw, no pass.
+    hit_first = ~done & found & (plain | (rz[:, 0] >= rows.zmax))
+    pending = ~done & found & ~hit_first
     excess = _checked_excess(x, rows, rz, pending, axes, chunk_rows)
     inside = (rz > _NEG_INF) & ((excess < 0) | (rz >= rows.zmax[:, None]))
     hit_nucleus = pending & jnp.any(inside, axis=-1)
     first = jnp.take_along_axis(rid, jnp.argmax(inside, axis=-1)[:, None], axis=1)[:, 0]
-    token = jnp.where(hit_plain, rid[:, 0], jnp.where(hit_nucleus, first, token))
+    token = jnp.where(hit_first, rid[:, 0], jnp.where(hit_nucleus, first, token))
     pivot = jnp.where(pending & ~hit_nucleus, jnp.max(rz, axis=-1), pivot)  # the last record checked
-    return done | hit_plain | hit_nucleus, token, rounds, pivot, values, ids
+    return done | hit_first | hit_nucleus, token, rounds, pivot, values, ids
 
   return lax.while_loop(lambda s: axes.any(~s[0]), step, state)[1]
 

@@ -197,7 +197,7 @@ def sample(key: jax.Array, logits: jax.Array, temperature: jax.Array | float, to
     return _sample_local(x, rows, keys, k_max=k_max, axes=VocabAxes(vocab=v))
   mesh, row_spec, vocab_spec, vocab_axes = split
   axes = VocabAxes(vocab=v, shard_axes=vocab_axes, row_axes=_axis_tuple(row_spec),
-               shards=math.prod(mesh.shape[a] for a in vocab_axes))
+                   shards=math.prod(mesh.shape[a] for a in vocab_axes))
   fn = jax.shard_map(functools.partial(_sample_local, k_max=k_max, axes=axes), mesh=mesh,
                      in_specs=(P(row_spec, vocab_spec), P(row_spec), P(row_spec)), out_specs=P(row_spec))
   return fn(x, rows, keys)
