@@ -23,9 +23,10 @@ record fails the nucleus the next round proposes only above it. A check is one p
 exp and a masked sum); the number of records checked is about 1 + ln(1 / top_p) on average.
 
 The stream, hence the token, is a function of the row's key, its logits and its parameters alone: not of
-the batch, the other rows, the vocab sharding, nor of how many records one pass checks or how the rows are
-grouped into chunks (both are chosen per platform, for speed only; the float sums in the checks are the
-only thing that can differ, in the last bit).
+the batch, the other rows, the vocab sharding, nor of the pass layout, chosen per platform for speed only:
+on CPU (where XLA materialises every elementwise stage) each pass covers a chunk of rows that stays in
+cache, checks one record, and chunks with nothing to check skip it; on accelerators one fused pass over the
+batch checks four records. The float sums in the checks are the only thing that can differ, in the last bit.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ PROPOSALS = 256  # proposals per round and row (fixed: it is part of the definit
 _NEG_INF = float("-inf")
 _SIGN = 0x80000000
 _CPU_CHUNK_ELEMENTS = 1 << 20  # XLA:CPU materialises each elementwise stage: chunks of rows keep them in cache
-_CPU_CHECKS = 1  # records checked per pass on CPU (each one is a pass there); fused and nearly free elsewhere
-_DEVICE_CHECKS = 4
 
 
 @struct.dataclass
@@ -160,13 +159,15 @@ def draw(x: jax.Array, rows: Rows, keys: jax.Array, blocks: BlockMaxima, axes: V
   cpu_chunk = max(d for d in range(1, b + 1) if b % d == 0 and d * n <= max(_CPU_CHUNK_ELEMENTS, n))
   return lax.platform_dependent(
       x, rows, keys, blocks,
-      cpu=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=cpu_chunk, checks=_CPU_CHECKS),
-      default=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=b, checks=_DEVICE_CHECKS))
+      cpu=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=cpu_chunk, checks=1, search="scan"),
+      # Accelerators: one fused pass checks several records; the search is unrolled (a while loop syncs).
+      default=lambda *a: draw_with_layout(*a, axes=axes, chunk_rows=b, checks=4, search="scan_unrolled"))
 
 
 def draw_with_layout(x: jax.Array, rows: Rows, keys: jax.Array, blocks: BlockMaxima, *, axes: VocabAxes,
-                     chunk_rows: int, checks: int) -> jax.Array:
-  """`draw` with an explicit layout: nucleus checks in passes over `chunk_rows` rows, `checks` records per pass."""
+                     chunk_rows: int, checks: int, search: str = "scan") -> jax.Array:
+  """`draw` with an explicit layout: nucleus checks in passes over `chunk_rows` rows, `checks` records per pass,
+  proposals' blocks found by `jnp.searchsorted(method=search)`."""
   b = x.shape[0]
   plain = rows.top_p >= 1.0
   zeros = jnp.zeros_like(rows.zmax, jnp.int32)  # derived from row values: typed like them under shard_map
@@ -177,8 +178,8 @@ def draw_with_layout(x: jax.Array, rows: Rows, keys: jax.Array, blocks: BlockMax
   def step(state):
     done, token, rounds, pivot, values, ids = state
     fresh = ~done & ~jnp.any(values > pivot[:, None], axis=-1)  # nothing left above the pivot: a new round
-    new_values, new_ids = lax.cond(axes.any(fresh), lambda: _propose(x, rows, pivot, keys, rounds, blocks, axes),
-                                   lambda: (values, ids))
+    propose = lambda: _propose(x, rows, pivot, keys, rounds, blocks, axes, search)
+    new_values, new_ids = lax.cond(axes.any(fresh), propose, lambda: (values, ids))
     values = jnp.where(fresh[:, None], new_values, values)
     ids = jnp.where(fresh[:, None], new_ids, ids)
     rounds = rounds + fresh
@@ -204,7 +205,7 @@ def _unit(bits: jax.Array) -> jax.Array:
 
 
 def _propose(x: jax.Array, rows: Rows, pivot: jax.Array, keys: jax.Array, rounds: jax.Array, blocks: BlockMaxima,
-             axes: VocabAxes) -> tuple[jax.Array, jax.Array]:
+             axes: VocabAxes, search: str = "scan") -> tuple[jax.Array, jax.Array]:
   """One round: [B, PROPOSALS] tempered values of the accepted proposals (-inf where rejected) and token ids."""
   size = blocks.size
   bound = blocks.grid * rows.inv_t[:, None]  # tempered block maxima: max(x) * s == max(x * s) for s > 0
@@ -212,7 +213,8 @@ def _propose(x: jax.Array, rows: Rows, pivot: jax.Array, keys: jax.Array, rounds
   cdf = _prefix_sums(jnp.where(live, jnp.exp(bound - rows.zmax[:, None]), 0.0))
   word, coin_word = _proposal_bits(keys, rounds)  # word: the block (its top 24 bits) and the slot (its low 8)
   target = _unit(word) * cdf[:, -1:]
-  block = jnp.minimum(jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right"))(cdf, target), cdf.shape[1] - 1)
+  find = jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right", method=search))
+  block = jnp.minimum(find(cdf, target), cdf.shape[1] - 1)
   slot = (word & 0xFF) >> (8 - int(math.log2(size)))  # size <= GRID = 64 = 2^6
   ids = (block * size + slot.astype(jnp.int32)).astype(jnp.int32)
   z = axes.take(x, ids) * rows.inv_t[:, None]
