@@ -150,9 +150,9 @@ def _draw(key, logits, params, sharding=None, k_max=64):
                            sharding=sharding))
 
 
-@pytest.mark.parametrize("mesh_shape", [{"tensor": 8}, {"data": 2, "tensor": 4}])
-def test_same_tokens_on_one_and_eight_devices(mesh_shape):
-  v = 4096
+@pytest.mark.parametrize("mesh_shape, v", [({"tensor": 8}, 4096), ({"data": 2, "tensor": 4}, 4096),
+                                           ({"tensor": 8}, 1600)])  # 1600: shards of 200 cut the 64-token blocks
+def test_same_tokens_on_one_and_eight_devices(mesh_shape, v):
   logits, params = _mixed_batch(v)
   mesh, rules = make_mesh(mesh_shape), ShardingRules()
   placed = jax.device_put(logits, rules.sharding(mesh, ("batch", "act_vocab"), logits.shape))
@@ -184,15 +184,16 @@ def test_rows_are_independent():
   np.testing.assert_array_equal(got[4:], want[4:])
 
 
-def test_window_and_full_vocab_draws_agree():
-  """Noise is keyed by token id, so the window and the sort-free path pick the same token for a kept set."""
+def test_rows_without_top_k_do_not_depend_on_k_max():
+  """Rows without top-k draw over the whole vocabulary whatever the window size; rows with a top-k inside both
+  windows draw from the window, with noise keyed by token id, so the same token too."""
   logits = (np.random.default_rng(6).standard_normal((8, 2048)) * 4).astype(np.float32)
-  params = SamplingParams.full(8, temperature=1.0, top_k=0, top_p=0.5)
+  open_rows = SamplingParams.full(8, temperature=1.0, top_k=0, top_p=0.5)
+  top_k_rows = SamplingParams.full(8, temperature=1.0, top_k=3, top_p=0.9)
   for seed in range(4):
     keys = row_keys(seed, jnp.arange(8), 0)
-    window = _draw(keys, logits, params, k_max=64)
-    full = _draw(keys, logits, params, k_max=2)
-    np.testing.assert_array_equal(window, full)
+    for params in (open_rows, top_k_rows):
+      np.testing.assert_array_equal(_draw(keys, logits, params, k_max=64), _draw(keys, logits, params, k_max=4))
 
 
 def test_compiles_once_for_new_parameter_values():

@@ -8,26 +8,30 @@ The operator (ssd_paper.md §2.1, vLLM v1 order), per row with traced parameters
      mass of survivors strictly more likely than i is < top_p (the largest token is always kept).
   5. Sample from the renormalised kept set.
 
-Every kept set is upward closed in z, so one per-row threshold t describes it: kept = {i : z_i >= t}.
-How t is found:
-  * Window (the common case, e.g. SSD's top_k = 20): the exact top-K_MAX candidates decide everything
+Every kept set is upward closed in z: kept = {i : z_i >= t} for one per-row threshold t.
+
+`sample` decides each row's draw in one of two ways (per row, with traced parameters, inside one step):
+  * Window (0 < top_k <= k_max, e.g. SSD's top_k = 20): the exact top-k_max candidates decide everything
     when the min-p/top-k survivors fit inside them: top-k is the k-th candidate, top-p a K x K "mass
-    strictly above" sum. Cost: about one pass over the logits (a two-stage block top-k, no sort).
-  * Exact sort-free fallback (top_k = 0 or > K_MAX, no truncation at all, or ties that spill out of the
-    window), behind a `lax.cond` on "any row needs it": a bisection over the float32 bit pattern for the
-    k-th largest value (largest t with count(z >= t) >= k), one pass for the survivors' full mass (the
-    nucleus usually still closes inside the window), and only when it does not, a bisection for the
-    top-p threshold (largest t with mass(z >= t) >= top_p * survivor mass). 32 reduction passes per
-    bisection; no sort.
+    strictly above" sum, and the draw is Gumbel-max over the kept candidates with noise G(key, token id).
+    Cost: about one pass over the logits (a two-stage block top-k, no sort).
+  * Whole vocabulary (no truncation, top-p or min-p without top-k, top-k beyond the window, ties that
+    spill out of it): rejection sampling from the survivors against the block maxima of that same max
+    pass, and top-p by checking the stream's records (one exp pass each, usually one in all); see
+    `full_vocab`. A top-k beyond the window still finds its k-th value by a 32-step bisection.
+Greedy rows take the lowest id holding the maximum, from the block maxima.
 
-Sampling is Gumbel-max with noise G(key_b, i) that is a pure function of the row's key and the token id,
-so the window draw and the full-vocabulary draw return the same token for the same kept set, and a row's
-token depends neither on its batch slot, nor on the other rows, nor on how the vocabulary is sharded.
+`truncated_probs` returns the exact kept distribution: the window's thresholds where they decide, else
+thresholds from bisections over the float32 bit pattern (count(z >= t) >= k; mass(z >= t) >= top_p *
+survivor mass), without a sort. Tests compare it with a float64 NumPy transcription of the operator, and
+`sample`'s draws with it.
 
-Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis "tensor") are never gathered: under
-`jax.shard_map` each shard takes its local top-K_MAX (with global ids), the shards gather the
-K_MAX x shards candidates and merge them with an exact `lax.top_k`; the fallback psums per-shard counts
-and masses, and gathers the per-shard Gumbel argmaxes. Every shard of a row ends with the same token.
+A row's token depends only on its key, its logits and its parameters: not on its batch slot, the other
+rows, or how the vocabulary is sharded. Vocab-sharded logits (logical axis "act_vocab", i.e. mesh axis
+"tensor") are never gathered: under `jax.shard_map` each shard takes its local top-k_max (with global
+ids) and the shards merge them with an exact `lax.top_k`; the block maxima are gathered ([B, V / 64]),
+and the whole-vocabulary draw psums one value per proposal and one sum per checked record. Every shard
+of a row ends with the same token.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from ssd_jax.models.transformer import Sharding
+from ssd_jax.sampling import full_vocab
+from ssd_jax.sampling.full_vocab import BlockMaxima, VocabAxes
 from ssd_jax.settings import SettingsError, from_mapping
 
 GREEDY_BELOW = 1e-5  # temperatures below this decode greedily (vLLM's _SAMPLING_EPS)
@@ -153,12 +159,13 @@ def truncated_probs(logits: jax.Array, temperature: jax.Array | float, top_k: ja
                     min_p: jax.Array | float | None = None, *, k_max: int = 64) -> jax.Array:
   """logits [B, V] -> [B, V] float32: the distribution `sample` draws from (one-hot at the argmax if greedy).
 
-  It runs the same threshold plan as `sample` (window, then the exact fallback), so tests of this function
-  test the kept sets that `sample` uses. Arguments as in `sample`; unsharded (it returns a [B, V] array).
+  Rows the window decides use `sample`'s own thresholds; the others get exact thresholds from bisections,
+  and `sample` draws from the same kept set by rejection. Arguments as in `sample`; unsharded (it returns a
+  [B, V] array). The bisections cost 32 passes each: this is for tests and analysis, not for decoding.
   """
   x = jnp.asarray(logits, jnp.float32)
   rows = _Rows.make(x.shape[0], temperature, top_k, top_p, min_p)
-  plan = _plan(x, rows, k_max, _Axes(vocab=x.shape[1]))
+  plan = _plan(x, rows, k_max, VocabAxes(vocab=x.shape[1]))
   z = x * rows.inv_t[:, None]
   probs = jax.nn.softmax(jnp.where(z >= plan.thresh[:, None], z, _NEG_INF), axis=-1)
   greedy = jax.nn.one_hot(jnp.argmax(x, axis=-1), x.shape[1], dtype=jnp.float32)
@@ -177,8 +184,8 @@ def sample(key: jax.Array, logits: jax.Array, temperature: jax.Array | float, to
     logits: [B, V] (cast to float32), optionally sharded over the vocab axis.
     temperature, top_k, top_p, min_p: [B] arrays or scalars (broadcast); traced, so new values reuse the
       compiled step. min_p None means off.
-    k_max: static window size (candidates per row). Rows with top_k <= k_max and a nucleus inside the
-      window never touch the full vocabulary again after one top-k pass.
+    k_max: static window size (candidates per row). Rows with 0 < top_k <= k_max whose survivors fit in
+      the window never touch the full vocabulary again after one top-k pass.
     sharding: mesh + rules; when the rules shard "act_vocab" the logits stay sharded (see module doc).
   """
   x = jnp.asarray(logits, jnp.float32)
@@ -187,10 +194,10 @@ def sample(key: jax.Array, logits: jax.Array, temperature: jax.Array | float, to
   keys = _row_key_array(key, b)
   split = _vocab_split(sharding, x.shape)
   if split is None:
-    return _sample_local(x, rows, keys, k_max=k_max, axes=_Axes(vocab=v))
+    return _sample_local(x, rows, keys, k_max=k_max, axes=VocabAxes(vocab=v))
   mesh, row_spec, vocab_spec, vocab_axes = split
-  axes = _Axes(vocab=v, shard_axes=vocab_axes, row_axes=_axis_tuple(row_spec),
-               shards=math.prod(mesh.shape[a] for a in vocab_axes))
+  axes = VocabAxes(vocab=v, shard_axes=vocab_axes, row_axes=_axis_tuple(row_spec),
+                   shards=math.prod(mesh.shape[a] for a in vocab_axes))
   fn = jax.shard_map(functools.partial(_sample_local, k_max=k_max, axes=axes), mesh=mesh,
                      in_specs=(P(row_spec, vocab_spec), P(row_spec), P(row_spec)), out_specs=P(row_spec))
   return fn(x, rows, keys)
@@ -249,52 +256,6 @@ def _gumbel(keys: jax.Array, ids: jax.Array) -> jax.Array:
 # -- the vocabulary split ------------------------------------------------------------------------------------
 
 
-@struct.dataclass
-class _Axes:
-  """How the vocabulary is laid out: its global size and the mesh axes it is split over (inside shard_map)."""
-
-  vocab: int = struct.field(pytree_node=False)
-  shard_axes: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)  # vocab split; None: whole
-  row_axes: tuple[str, ...] = struct.field(pytree_node=False, default=())  # mesh axes the rows are split over
-  shards: int = struct.field(pytree_node=False, default=1)  # number of vocab shards
-
-  def psum(self, x: jax.Array) -> jax.Array:
-    return x if self.shard_axes is None else lax.psum(x, self.shard_axes)
-
-  def pmin(self, x: jax.Array) -> jax.Array:
-    return x if self.shard_axes is None else lax.pmin(x, self.shard_axes)
-
-  def any(self, mask: jax.Array) -> jax.Array:
-    """True if any row anywhere has `mask` set; the same on every device, so `lax.cond` branches agree."""
-    hit = jnp.any(mask)  # replicated over the vocab axes already: computed from gathered / psummed values
-    if not self.row_axes:
-      return hit
-    return lax.psum(hit.astype(jnp.int32), self.row_axes) > 0
-
-  def offset(self, n_local: int) -> jax.Array | int:
-    """Global id of this shard's first token (shards hold equal, contiguous slices)."""
-    return 0 if self.shard_axes is None else lax.axis_index(self.shard_axes) * n_local
-
-  def all_gather(self, x: jax.Array) -> jax.Array:
-    """Per-shard [B, n] -> [B, shards * n] in shard order, typed as replicated over the vocab axes.
-
-    A psum of zero-padded slots (each slot has one non-zero contributor, so the sum is exact):
-    `lax.all_gather`'s result is typed as varying, which shard_map's replication check rejects.
-    """
-    b, n = x.shape
-    slots = jnp.zeros((b, self.shards, n), x.dtype).at[:, lax.axis_index(self.shard_axes)].set(x)
-    return lax.psum(slots, self.shard_axes).reshape(b, self.shards * n)
-
-  def gather_best(self, vals: jax.Array, ids: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Per-shard [B, n] (values, global ids) -> the global top-k (ties: the lower shard, i.e. the lower id)."""
-    if self.shard_axes is not None:
-      vals, ids = self.all_gather(vals), self.all_gather(ids)
-    if vals.shape[1] == k and self.shard_axes is None:
-      return vals, ids
-    vals, pos = lax.top_k(vals, k)
-    return vals, jnp.take_along_axis(ids, pos, axis=1)
-
-
 def _vocab_split(sharding: Sharding | None, shape: tuple[int, int]):
   """(mesh, row spec, vocab spec, vocab mesh axes) if the rules shard the logits' vocab axis, else None."""
   if sharding is None or sharding.mesh is None or sharding.rules is None or sharding.mesh.size == 1:
@@ -321,28 +282,31 @@ def _block_size(n: int, k: int) -> int:
   return min(fits, key=lambda g: abs(g - 64)) if fits else 1
 
 
-def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+def _top_k(x: jax.Array, k: int, blocks: BlockMaxima | None = None) -> tuple[jax.Array, jax.Array]:
   """x [B, n] -> (values [B, k] descending, ids [B, k]): the exact top-k values, max ties lowest id first.
 
   The k blocks with the largest block maxima hold the top-k values: their maxima are k elements that are
   >= everything in the other blocks. So one max-reduction pass plus two small top-ks replace a top-k over
-  the whole row, which on CPU is a slow per-row partial sort (~5x a reduction pass).
+  the whole row, which on CPU is a slow per-row partial sort (~5x a reduction pass). `blocks` (this
+  shard's maxima) are reused when their block size is the one chosen here.
   """
   b, n = x.shape
   g = _block_size(n, k)
   if g == 1:
     return lax.top_k(x, k)
-  blocks = x.reshape(b, n // g, g)
-  _, blk = lax.top_k(jnp.max(blocks, axis=-1), k)  # equal maxima: lower block first
-  cand = jnp.take_along_axis(blocks, blk[:, :, None], axis=1).reshape(b, k * g)
+  blocks_x = x.reshape(b, n // g, g)
+  maxima = blocks.local if blocks is not None and blocks.local_size == g else jnp.max(blocks_x, axis=-1)
+  _, blk = lax.top_k(maxima, k)  # equal maxima: lower block first
+  cand = jnp.take_along_axis(blocks_x, blk[:, :, None], axis=1).reshape(b, k * g)
   vals, pos = lax.top_k(cand, k)
   return vals, jnp.take_along_axis(blk, pos // g, axis=1) * g + pos % g
 
 
-def _candidates(x: jax.Array, k: int, axes: _Axes) -> tuple[jax.Array, jax.Array]:
+def _candidates(x: jax.Array, k: int, axes: VocabAxes,
+                blocks: BlockMaxima | None = None) -> tuple[jax.Array, jax.Array]:
   """Local logits [B, n] -> the global top-min(k, V) raw logits and their global ids, on every shard."""
   n = x.shape[1]
-  vals, ids = _top_k(x, min(k, n))
+  vals, ids = _top_k(x, min(k, n), blocks)
   return axes.gather_best(vals, ids + axes.offset(n), min(k, axes.vocab))
 
 
@@ -392,20 +356,30 @@ def _nucleus(c: jax.Array, survive: jax.Array, top_p: jax.Array, mass: jax.Array
   return survive & keep
 
 
-def _count_ge(x: jax.Array, rows: _Rows, t: jax.Array, axes: _Axes) -> jax.Array:
+def _count_ge(x: jax.Array, rows: _Rows, t: jax.Array, axes: VocabAxes) -> jax.Array:
   """[B] number of tokens with z >= t over the whole vocabulary."""
   z = x * rows.inv_t[:, None]
   return axes.psum(jnp.sum(z >= t[:, None], axis=-1, dtype=jnp.int32))
 
 
-def _mass_ge(x: jax.Array, rows: _Rows, zmax: jax.Array, t: jax.Array, axes: _Axes) -> jax.Array:
+def _mass_ge(x: jax.Array, rows: _Rows, zmax: jax.Array, t: jax.Array, axes: VocabAxes) -> jax.Array:
   """[B] sum of exp(z - zmax) over tokens with z >= t, over the whole vocabulary."""
   z = x * rows.inv_t[:, None]
   return axes.psum(jnp.sum(jnp.where(z >= t[:, None], jnp.exp(z - zmax[:, None]), 0.0), axis=-1))
 
 
+def _min_p_threshold(rows: _Rows, zmax: jax.Array) -> jax.Array:
+  """[B] min-p survivors are z >= this (softmax(z) >= min_p * max softmax(z)); -inf when min-p is off."""
+  return jnp.where(rows.min_p > 0, zmax + jnp.log(jnp.where(rows.min_p > 0, rows.min_p, 1.0)), _NEG_INF)
+
+
+def _kth_largest(x: jax.Array, rows: _Rows, hi: jax.Array, axes: VocabAxes) -> jax.Array:
+  """[B] the top_k-th largest tempered logit (largest t with count(z >= t) >= top_k), given hi >= it."""
+  return _bisect(lambda t: _count_ge(x, rows, t, axes) >= rows.top_k, jnp.full_like(hi, _NEG_INF), hi)
+
+
 def _nucleus_threshold(x: jax.Array, rows: _Rows, zmax: jax.Array, t_s: jax.Array, mass: jax.Array,
-                       axes: _Axes) -> jax.Array:
+                       axes: VocabAxes) -> jax.Array:
   """[B] top-p threshold over the whole vocabulary, for survivors {z >= t_s} of total mass `mass`.
 
   The nucleus is {largest t : mass(z >= t) >= top_p * mass} (a tie at the boundary is kept whole). The
@@ -431,13 +405,13 @@ class _Plan:
   thresh: jax.Array  # [B] kept = {i : z_i >= thresh} (both cases)
 
 
-def _plan(x: jax.Array, rows: _Rows, k_max: int, axes: _Axes) -> _Plan:
+def _plan(x: jax.Array, rows: _Rows, k_max: int, axes: VocabAxes) -> _Plan:
   """Per-row kept sets for local logits x [B, n] (the global vocabulary is axes.vocab)."""
   raw, ids = _candidates(x, k_max, axes)
   window_k = raw.shape[1]
   c = raw * rows.inv_t[:, None]  # temperature commutes with selection: it is monotone
   zmax = c[:, 0]
-  t_min_p = jnp.where(rows.min_p > 0, zmax + jnp.log(jnp.where(rows.min_p > 0, rows.min_p, 1.0)), _NEG_INF)
+  t_min_p = _min_p_threshold(rows, zmax)
   k_on = (rows.top_k > 0) & (rows.top_k < axes.vocab)
   k_in = k_on & (rows.top_k <= window_k)
   t_k = jnp.where(k_in, jnp.take_along_axis(c, jnp.clip(rows.top_k - 1, 0, window_k - 1)[:, None], axis=1)[:, 0],
@@ -449,10 +423,7 @@ def _plan(x: jax.Array, rows: _Rows, k_max: int, axes: _Axes) -> _Plan:
 
   def exact(_):
     far = spill & k_on & ~k_in
-    lowest = jnp.full_like(zmax, _NEG_INF)
-    t_far = lax.cond(axes.any(far),
-                     lambda: _bisect(lambda t: _count_ge(x, rows, t, axes) >= rows.top_k, lowest, c[:, -1]),
-                     lambda: t_k)
+    t_far = lax.cond(axes.any(far), lambda: _kth_largest(x, rows, c[:, -1], axes), lambda: t_k)
     t_s = jnp.maximum(t_min_p, jnp.where(far, t_far, t_k))
     mass = _mass_ge(x, rows, zmax, t_s, axes)
     keep_s = _nucleus(c, c >= t_s[:, None], rows.top_p, mass)
@@ -470,22 +441,41 @@ def _plan(x: jax.Array, rows: _Rows, k_max: int, axes: _Axes) -> _Plan:
 # -- the draw ------------------------------------------------------------------------------------------------
 
 
-def _sample_local(x: jax.Array, rows: _Rows, keys: jax.Array, *, k_max: int, axes: _Axes) -> jax.Array:
-  """Local logits [B, n] (a vocab shard inside shard_map, or everything) -> tokens [B], equal on all shards."""
-  plan = _plan(x, rows, k_max, axes)
-  scores = jnp.where(plan.keep, plan.c + _gumbel(keys, plan.ids), _NEG_INF)
-  in_window = jnp.take_along_axis(plan.ids, jnp.argmax(scores, axis=-1)[:, None], axis=1)[:, 0]
+def _sample_local(x: jax.Array, rows: _Rows, keys: jax.Array, *, k_max: int, axes: VocabAxes) -> jax.Array:
+  """Local logits [B, n] (a vocab shard inside shard_map, or everything) -> tokens [B], equal on all shards.
 
-  def full(_):
-    n = x.shape[1]
-    z = x * rows.inv_t[:, None]
-    ids = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32) + axes.offset(n), x.shape)
-    scores = jnp.where(z >= plan.thresh[:, None], z + _gumbel(keys, ids), _NEG_INF)
-    best = jnp.argmax(scores, axis=-1)[:, None]
-    _, tok = axes.gather_best(jnp.take_along_axis(scores, best, axis=1), jnp.take_along_axis(ids, best, axis=1), 1)
-    return jnp.where(plan.window, in_window, tok[:, 0])
+  Rows with 0 < top_k <= k_max (or a vocabulary inside the window) draw from the window unless ties spill
+  out of it; every other sampled row draws by rejection over the whole vocabulary (`full_vocab.draw`),
+  from the survivors z >= floor (min-p, top-k) and their nucleus.
+  """
+  blocks = full_vocab.block_maxima(x, axes)
+  zmax = jnp.max(blocks.grid, axis=-1) * rows.inv_t
+  window_k = min(k_max, axes.vocab)
+  k_on = (rows.top_k > 0) & (rows.top_k < axes.vocab)
+  k_in = k_on & (rows.top_k <= window_k)
+  t_min_p = _min_p_threshold(rows, zmax)
+  windowed = ~rows.greedy & (k_in | (axes.vocab <= window_k))
+  lowest = jnp.full_like(zmax, _NEG_INF)  # constants derived from row values: typed like them under shard_map
+  zeros = jnp.zeros_like(rows.top_k)
 
-  tokens = lax.cond(axes.any(~plan.window & ~rows.greedy), full, lambda _: in_window, None)
-  big = jnp.iinfo(jnp.int32).max
-  argmax = jnp.min(jnp.where(plan.c == plan.c[:, :1], plan.ids, big), axis=-1)  # lowest id among tied maxima
-  return jnp.where(rows.greedy, argmax, tokens).astype(jnp.int32)
+  def window():
+    raw, ids = _candidates(x, k_max, axes, blocks)
+    c = raw * rows.inv_t[:, None]
+    t_k = jnp.where(k_in, jnp.take_along_axis(c, jnp.clip(rows.top_k - 1, 0, window_k - 1)[:, None], axis=1)[:, 0],
+                    _NEG_INF)
+    t_1 = jnp.maximum(t_min_p, t_k)
+    spill = (axes.vocab > window_k) & (c[:, -1] >= t_1)  # the window's last candidate survives: ties may spill
+    scores = jnp.where(_nucleus(c, c >= t_1[:, None], rows.top_p, None), c + _gumbel(keys, ids), _NEG_INF)
+    token = jnp.take_along_axis(ids, jnp.argmax(scores, axis=-1)[:, None], axis=1)[:, 0]
+    return token, windowed & ~spill, t_k
+
+  token_w, done_w, t_k = lax.cond(axes.any(windowed), window, lambda: (zeros, zeros > 0, lowest))
+  far = ~rows.greedy & k_on & ~k_in
+  t_far = lax.cond(axes.any(far), lambda: _kth_largest(x, rows, zmax, axes), lambda: lowest)
+  rest = ~rows.greedy & ~done_w
+  draw_rows = full_vocab.Rows(inv_t=rows.inv_t, zmax=zmax, floor=jnp.maximum(t_min_p, jnp.where(far, t_far, t_k)),
+                              top_p=rows.top_p, active=rest)
+  token_f = lax.cond(axes.any(rest), lambda: full_vocab.draw(x, draw_rows, keys, blocks, axes), lambda: zeros)
+  to_argmax = rows.greedy | (rest & ~jnp.isfinite(zmax))  # greedy rows, and rows whose maximum is not finite
+  argmax = lax.cond(axes.any(to_argmax), lambda: full_vocab.lowest_argmax(x, blocks, axes), lambda: zeros)
+  return jnp.where(to_argmax, argmax, jnp.where(done_w, token_w, token_f))
