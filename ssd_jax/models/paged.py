@@ -23,7 +23,7 @@ sinks, so such layers always run "reference" (which skips no pages before the wi
 On CPU the engine's decode steps attend over `SlotRows` instead ("rows"): each decode slot's keys and values copied
 out of its pages once, when a sequence takes the slot (`stage_rows`), then extended by every step beside the pages.
 Attention over pages copies each block it gathers, every step, and reads it again; over contiguous rows a step reads
-each cached key and value once (2.5x less attention time per layer on this 2-core CPU, BUILD_NOTES §14). Accelerators
+each cached key and value once (2.5x less attention time per layer on this 2-core CPU, BUILD_NOTES §15). Accelerators
 keep reading pages in place through the Pallas kernels. (Models with sinks or windows decode over pages.)
 """
 
