@@ -16,8 +16,9 @@
 #
 # Arguments pass through to ssd_jax.main after `--config=...` (which must come first); the distributed flags are
 # appended here. The workdir must be on a filesystem every node sees. Environment: PYTHON (default .venv/bin/python),
-# PORT (coordinator port; default derived from the job id), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.95: the
-# configs' memory arithmetic assumes ~76 of 80 GB per GPU, while JAX's own default preallocates 75%).
+# MODULE (default ssd_jax.main; launch/sweep.sh sets ssd_jax.sweep), PORT (coordinator port; default derived from
+# the job id), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.95: the configs' memory arithmetic assumes ~76 of 80 GB per
+# GPU, while JAX's own default preallocates 75%).
 # Evaluation runs model code under bubblewrap as root; a SLURM job usually runs as you, so it refuses unless you
 # accept the weaker "bwrap-nouid" level by adding --config.eval.allow_weak_isolation=True (or evaluate as root).
 set -euo pipefail
@@ -28,14 +29,15 @@ PYTHON=${PYTHON:-.venv/bin/python}
 COORD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 PORT=${PORT:-$((20000 + SLURM_JOB_ID % 20000))}
 NTASKS=${SLURM_NTASKS:-${SLURM_NNODES:-1}}
-export PYTHON COORD PORT
+MODULE=${MODULE:-ssd_jax.main}
+export PYTHON COORD PORT MODULE
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
 
 echo "ssd_jax: $NTASKS process(es) on $SLURM_JOB_NODELIST, coordinator $COORD:$PORT" >&2
 # SLURM_PROCID differs per task, so it is expanded by each task's own shell (single quotes), not here.
 # shellcheck disable=SC2016
 srun --ntasks="$NTASKS" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
-  exec "$PYTHON" -m ssd_jax.main "$@" \
+  exec "$PYTHON" -m "$MODULE" "$@" \
     --config.distributed.coordinator_address="$COORD:$PORT" \
     --config.distributed.num_processes="$SLURM_NTASKS" \
     --config.distributed.process_id="$SLURM_PROCID"' ssd_jax "$@"

@@ -23,6 +23,7 @@
 #   AS_ROOT=0        run the job as the login user instead of through sudo (default 1: the evaluation sandbox
 #                    drops every program to its own uid, which needs root; as a plain user evaluation refuses
 #                    unless you also pass --config.eval.allow_weak_isolation=True)
+#   MODULE           what every worker runs (default ssd_jax.main; launch/sweep.sh sets ssd_jax.sweep)
 #   DRY_RUN=1        print the commands instead of running them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,4 +92,4 @@ if [ "$#" -gt 0 ]; then
   args=$(printf '%q ' "$@")
 fi
 run "${gcloud_tpu[@]}" ssh "$TPU_NAME" "${where[@]}" --worker=all \
-    --command "cd $(printf %q "$REMOTE_DIR") && exec $([ "$AS_ROOT" = 1 ] && echo "sudo -E ").venv/bin/python -m ssd_jax.main $args"
+    --command "cd $(printf %q "$REMOTE_DIR") && exec $([ "$AS_ROOT" = 1 ] && echo "sudo -E ").venv/bin/python -m ${MODULE:-ssd_jax.main} $args"

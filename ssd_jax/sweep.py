@@ -6,10 +6,14 @@
   python -m ssd_jax.sweep --config=configs/smollm2_grid.py --report_only
 
 The config file is an ordinary experiment config (`get_config()`) that also defines `CELLS`: {cell name: {dotted
-config key: value}}, the overrides of each SSD run (e.g. {"sample.temperature": 1.6}). Each cell synthesizes,
+config key: value}}, the overrides of each SSD run (e.g. {"sample.temperature": 1.6}); for a config without
+`CELLS` (the paper configs), `--t_train=1.2,1.6,2.0` makes one cell per T_train (`T1.2`, ...), keeping the config's
+truncation. Each cell synthesizes,
 trains and evaluates the SSD model (and `eval.ssd.checkpoints`) at `eval.ssd.temperatures` in `<workdir>/<cell>`;
 the base model is evaluated once at `eval.base.temperatures` in `<workdir>/base`. Cells are independent and every
 stage resumes, so workers split the cells (cell i runs on worker i mod workers) and a killed sweep is rerun as is.
+On a cluster each cell is one job: `--cells=T1.6` runs just that cell (`base` is the base model's), `--list_cells`
+prints the names; `launch/sweep.sh` queues one job per cell through any launcher, then writes the report.
 
 The report (`<workdir>/sweep.md`, `sweep.json`, `heatmap.png`) holds the pass@1 grid (each cell at its best
 checkpoint, as the paper reports) and checks the paper's three claims at this scale with paired bootstrap
@@ -36,8 +40,11 @@ log = logging.getLogger("ssd_jax")
 BASE_CELL = "base"
 
 
-def load_cells(config_path: str) -> dict[str, dict[str, Any]]:
-  """The `CELLS` table of a grid config file (the path config_flags was given, without its `:arg`)."""
+def load_cells(config_path: str, t_train: tuple[float, ...] = ()) -> dict[str, dict[str, Any]]:
+  """The `CELLS` table of a grid config file (the path config_flags was given, without its `:arg`), or, given
+  `t_train` temperatures, one cell `T<t>` per temperature (the file's own CELLS, if any, are then not used)."""
+  if t_train:
+    return {f"T{t:g}": {"sample.temperature": float(t)} for t in t_train}
   path = config_path.split(":", 1)[0]
   spec = importlib.util.spec_from_file_location("_ssd_grid_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -46,8 +53,20 @@ def load_cells(config_path: str) -> dict[str, dict[str, Any]]:
   cells = getattr(module, "CELLS", None)
   if not isinstance(cells, Mapping) or not cells or BASE_CELL in cells:
     raise ValueError(f"{path}: expected a non-empty dict CELLS = {{cell name: {{dotted key: value}}}} (a cell may "
-                     f"not be named {BASE_CELL!r})")
+                     f"not be named {BASE_CELL!r}), or --t_train=1.2,1.6,... for one cell per T_train")
   return {name: dict(overrides) for name, overrides in cells.items()}
+
+
+def select_cells(cells: Mapping[str, Any], worker: int = 0, workers: int = 1, only: tuple[str, ...] = ()
+                 ) -> list[str]:
+  """The cells one worker runs, base first: `only` (names, `base` included) or every workers-th cell."""
+  names = [BASE_CELL, *cells]
+  unknown = [name for name in only if name not in names]
+  if unknown:
+    raise ValueError(f"--cells: {', '.join(unknown)} not in this grid (expected some of {', '.join(names)})")
+  if only:
+    return [name for name in names if name in only]
+  return [name for i, name in enumerate(names) if i % workers == worker]
 
 
 def cell_config(config: config_dict.ConfigDict, cell: str, overrides: Mapping[str, Any]) -> config_dict.ConfigDict:
@@ -67,17 +86,21 @@ def cell_config(config: config_dict.ConfigDict, cell: str, overrides: Mapping[st
   return out
 
 
-def run_cells(config: config_dict.ConfigDict, cells: Mapping[str, Mapping[str, Any]], worker: int = 0,
-              workers: int = 1) -> list[str]:
-  """Runs this worker's cells (base first); the base model is loaded once and shared. Returns the cells run."""
-  from ssd_jax import main, stages
+def run_cells(config: config_dict.ConfigDict, cells: Mapping[str, Mapping[str, Any]], mine: list[str]
+              ) -> list[str]:
+  """Runs the cells `mine` (from `select_cells`) as `main.run` runs one experiment (configs and the sandbox checked
+  first, jax.distributed on several hosts); the base model is loaded once and shared. Returns them."""
+  from ssd_jax import coordination, main, stages
 
-  names = [BASE_CELL, *cells]
-  mine = [name for i, name in enumerate(names) if i % workers == worker]
-  base = None
-  for name in mine:
-    cfg = cell_config(config, name, cells.get(name, {}))
+  configs = {name: cell_config(config, name, cells.get(name, {})) for name in mine}
+  for cfg in configs.values():
     main.check_config(cfg)
+  if configs:
+    stages.check_sandbox(next(iter(configs.values())))
+  main.maybe_initialize_distributed(config)
+  coordination.set_barrier_timeout(config.distributed.barrier_timeout_s)
+  base = None
+  for name, cfg in configs.items():
     run = stages.start_run(cfg)
     run.base = base
     if name != BASE_CELL:
@@ -86,6 +109,7 @@ def run_cells(config: config_dict.ConfigDict, cells: Mapping[str, Mapping[str, A
     stages.evaluate(run)
     base = run.base
     log.info("sweep: cell %s done", name)
+  coordination.barrier("ssd_jax.sweep.done")
   return mine
 
 
@@ -248,6 +272,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Grid config file (get
 _WORKER = flags.DEFINE_integer("worker", 0, "This worker's index: it runs cells i with i % workers == worker.")
 _WORKERS = flags.DEFINE_integer("workers", 1, "How many workers split the cells.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)write the report from the cells on disk.")
+_CELLS = flags.DEFINE_list("cells", [], "Run only these cells (names from CELLS, or base); default: this worker's.")
+_T_TRAIN = flags.DEFINE_list("t_train", [], "One cell per T_train (T<t>: sample.temperature=t) instead of CELLS.")
+_LIST_CELLS = flags.DEFINE_bool("list_cells", False, "Print the grid's cell names (base first) and exit.")
 
 
 def _main(argv) -> None:
@@ -256,16 +283,35 @@ def _main(argv) -> None:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
   for chatty in ("absl", "jax", "matplotlib"):
     logging.getLogger(chatty).setLevel(logging.WARNING)
+  from ssd_jax.eval.sandbox import SandboxError
+
   config = _CONFIG.value
   try:
     if not 0 <= _WORKER.value < _WORKERS.value:
       raise ValueError(f"--worker={_WORKER.value}: expected 0 <= worker < --workers ({_WORKERS.value})")
-    cells = load_cells(flags.FLAGS["config"].config_filename)
-    ran = [] if _REPORT_ONLY.value else run_cells(config, cells, _WORKER.value, _WORKERS.value)
-  except ValueError as e:
+    try:
+      t_train = tuple(float(t) for t in _T_TRAIN.value)
+    except ValueError:
+      raise ValueError(f"--t_train={','.join(_T_TRAIN.value)}: expected temperatures, e.g. --t_train=1.2,1.6") from None
+    cells = load_cells(flags.FLAGS["config"].config_filename, t_train)
+    mine = select_cells(cells, _WORKER.value, _WORKERS.value, tuple(_CELLS.value))
+    if _LIST_CELLS.value:
+      print(json.dumps({"cells": [BASE_CELL, *cells]}))
+      return
+    ran = [] if _REPORT_ONLY.value else run_cells(config, cells, mine)
+  except ValueError as e:  # main's config checks raise ConfigValueError, a ValueError
     print(f"error: {e}", file=sys.stderr)
     print(json.dumps({"error": str(e)}))
     sys.exit(2)
+  except SandboxError as e:  # as main: the sandbox cannot give the isolation it promises here
+    print(f"error: {e}", file=sys.stderr)
+    print(json.dumps({"error": str(e)}))
+    sys.exit(1)
+  import jax
+
+  if jax.process_index() != 0:  # on several hosts every process ran the cells; one writes the report
+    print(json.dumps({"ran": ran}))
+    return
   summary = report(config, cells)
   print(json.dumps({"ran": ran, **{k: v for k, v in summary.items() if k != "grid"}, "grid": summary["grid"]}))
 

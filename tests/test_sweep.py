@@ -55,6 +55,34 @@ def test_a_cell_override_of_no_field_is_refused(tmp_path):
     sweep.cell_config(_grid_config(tmp_path), "x", {"sample.temprature": 1.0})
 
 
+def test_cells_split_over_workers_or_by_name():
+  cells = sweep.load_cells(GRID)
+  assert sweep.select_cells(cells, 0, 2) == ["base", "T1.0-notrunc"]
+  assert sweep.select_cells(cells, 1, 2) == ["T1.0"]
+  assert sweep.select_cells(cells, only=("T1.0-notrunc", "base")) == ["base", "T1.0-notrunc"]
+  with pytest.raises(ValueError, match=r"--cells: T9 not in this grid \(expected some of base, T1.0, T1.0-notrunc\)"):
+    sweep.select_cells(cells, only=("T9",))
+  assert sweep.load_cells(GRID, (1.2, 2.0)) == {"T1.2": {"sample.temperature": 1.2},
+                                                 "T2": {"sample.temperature": 2.0}}
+
+
+def test_launch_script_queues_one_job_per_cell():
+  """launch/sweep.sh asks ssd_jax.sweep for the cells and gives each its own launcher job, then the report."""
+  env = {**os.environ, "PYTHONPATH": ROOT, "DRY_RUN": "1", "LAUNCHER": "sbatch launch/slurm_gpu.sh"}
+  out = subprocess.run(["launch/sweep.sh", GRID, "--config.workdir=/shared/g"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  jobs = out.stdout.strip().splitlines()
+  assert [j.split("--cells=")[1].split()[0] for j in jobs] == ["base", "T1.0", "T1.0-notrunc"]
+  assert all(j.startswith("MODULE=ssd_jax.sweep sbatch launch/slurm_gpu.sh --config=") and
+             j.rstrip().endswith("--config.workdir=/shared/g") for j in jobs)
+  assert "--report_only" in out.stderr
+  env["T_TRAINS"] = "1.2 1.6"
+  out = subprocess.run(["launch/sweep.sh", "configs/tiny.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert [j.split("--cells=")[1].split()[0] for j in out.stdout.strip().splitlines()] == ["base", "T1.2", "T1.6"]
+
+
 def _grid_config(tmp_path):
   import importlib.util
   spec = importlib.util.spec_from_file_location("tiny_grid", GRID)
