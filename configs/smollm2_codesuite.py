@@ -26,9 +26,9 @@ def get_config():
 
   config.data.kind = "codesuite"  # the training families (the evaluation uses the others)
   config.data.subset = "all"
-  config.data.limit = 104  # 4 variants of each of the 26 training families
+  config.data.limit = 52  # 2 variants of each of the 26 training families (8 steps x 4 rows use ~32 of them)
 
-  config.sample.max_new_tokens = 160
+  config.sample.max_new_tokens = 128
   config.sample.shard_size = 64
   config.sample.engine.batch_size = 64
   config.sample.engine.max_seq_len = 512
@@ -41,9 +41,9 @@ def get_config():
   config.eval.benchmark = "codesuite"
   config.eval.subset = "all"
   config.eval.limit = 108  # 4 variants of each of the 27 held-out families
-  config.eval.n = 2
-  config.eval.ks = (1, 2)
-  config.eval.max_new_tokens = 160
+  config.eval.n = 1
+  config.eval.ks = (1,)
+  config.eval.max_new_tokens = 128
 
-  config.analysis.max_positions = 512
+  config.analysis.max_positions = 256
   return config

@@ -124,6 +124,16 @@ def test_headline_is_the_paired_delta_with_its_interval(tmp_path):
   assert "excludes 0" in head["sentence"]
 
 
+def test_headline_says_when_t_eval_was_not_tuned(tmp_path):
+  write_run(tmp_path, "base", "0.9", BASE)
+  write_run(tmp_path, "ssd", "0.7", SSD)
+  head = collect(str(tmp_path))["headline"]
+  assert head["temperatures"] == {"base": 1, "ssd": 1}
+  assert head["sentence"].startswith("SSD raised pass@1 with each model at its own evaluation setting (one T_eval for "
+                                     "at least one model, so T_eval was not tuned for it;")
+  assert "best T_eval" not in head["sentence"]
+
+
 def test_headline_leads_the_report_and_says_when_nothing_changed(tmp_path):
   write_run(tmp_path, "base", "0.7", BASE)
   write_run(tmp_path, "ssd", "0.7", BASE)

@@ -134,7 +134,9 @@ def _headline(evals: dict[str, dict], per_problem: dict[tuple[str, str], dict], 
   head = {"base_pass@1": base_p1, "base_T": float(base_t), "ssd_pass@1": ssd_p1, "ssd_T": float(ssd_t),
           "ssd_model": ssd_model, "ssd_step": ssd_step, "ssd_final": ssd_final,
           "delta_pass@1": paired["delta_pass@1"] if paired["problems"] else (ssd_p1 or 0.0) - (base_p1 or 0.0),
-          "delta_ci95": paired.get("ci95"), "problems": paired["problems"], "paired": paired}
+          "delta_ci95": paired.get("ci95"), "problems": paired["problems"], "paired": paired,
+          # how many T_eval each model was scored at: with one, its "best" T_eval is not a tuned one
+          "temperatures": {"base": len(evals["base"]["runs"]), "ssd": len(evals[ssd_model]["runs"])}}
   head["sentence"] = report_text.headline_sentence(head, checkpoints)
   return head
 

@@ -43,23 +43,28 @@ def model_label(name: str, summary: dict) -> str:
 
 
 def headline_sentence(head: dict, checkpoints: dict | None) -> str:
-  """The answer in one sentence: did SSD change pass@1 at each model's best T_eval, by how much, how sure."""
+  """The answer in one sentence: did SSD change pass@1 at each model's best T_eval (or, where a model was scored at
+  one T_eval, at the setting it was given, said so), by how much, how sure."""
   if checkpoints:
     which = "final checkpoint" if head["ssd_final"] else f"checkpoint step {head['ssd_step']}"
     ssd = f"SSD, {which}, the best of {checkpoints['cells']} checkpoint x T_eval cells"
   else:
     ssd = "SSD"
+  tuned = min(head["temperatures"].values()) > 1
+  where = ("at each model's best T_eval" if tuned else
+           "with each model at its own evaluation setting (one T_eval for at least one model, so T_eval was not "
+           "tuned for it; a T_eval sweep, e.g. configs/smollm2_grid.py, tunes both)")
   delta, ci = 100 * head["delta_pass@1"], head["delta_ci95"]
   change = (f"{_pct(head['base_pass@1'])} (base, T_eval {_temperature(head['base_T'])}) -> "
             f"{_pct(head['ssd_pass@1'])} ({ssd}, T_eval {_temperature(head['ssd_T'])}), {delta:+.1f} points")
   if ci is None:
-    return f"At each model's best T_eval, pass@1 went {change}; no per-problem results, so no interval."
+    return f"{where[0].upper()}{where[1:]}, pass@1 went {change}; no per-problem results, so no interval."
   low, high = 100 * ci[0], 100 * ci[1]
   verb = ("SSD raised pass@1" if low > 0 else "SSD lowered pass@1" if high < 0
           else "SSD did not measurably change pass@1")
   paired = head["paired"]
   tied = "; every problem tied" if paired["tied"] == paired["problems"] else ""
-  return (f"{verb} at each model's best T_eval: {change}; the paired 95% bootstrap interval over the "
+  return (f"{verb} {where}: {change}; the paired 95% bootstrap interval over the "
           f"{paired['problems']} problems both were scored on is [{low:+.1f}, {high:+.1f}] points (width "
           f"{high - low:.1f}{tied}), which {'excludes' if paired['significant'] else 'includes'} 0.")
 
