@@ -30,7 +30,7 @@ from ml_collections import config_dict, config_flags
 from ssd_jax import stages
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                              "smollm2_humaneval.py")
+                              "smollm2_codesuite.py")
 STAGES = (*stages.STAGES, "all")
 EVAL_MODELS = ("base", "ssd")
 
