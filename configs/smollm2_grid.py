@@ -32,7 +32,7 @@ CELLS = {
 def get_config():
   config = smollm2_codesuite.get_config()
   config.workdir = "/tmp/ssd_jax/smollm2_grid"
-  config.data.limit = 78  # 3 variants of each of the 26 training families: about one epoch of 16 steps x 4 rows
+  config.data.limit = 78  # 3 variants of each of the 26 training families: 16 steps x 2 packed rows ~ 1.2 epochs
   config.train.total_steps = 16
   config.train.save_interval_steps = 8
   config.eval.limit = 108  # >= 100 held-out problems: 4 variants of each of the 27 evaluation families

