@@ -283,17 +283,6 @@ def test_launch_script_syntax(script):
   assert os.access(script, os.X_OK), f"{script} is not executable"
 
 
-def test_sweep_dry_run():
-  env = {**os.environ, "DRY_RUN": "1", "LAUNCHER": "launch/local.sh", "T_TRAINS": "1.2 2.0", "WORKROOT": "/w"}
-  out = subprocess.run(["launch/sweep.sh", "configs/qwen3_4b_instruct.py", "--config.sample.top_k=10"], cwd=ROOT,
-                       env=env, capture_output=True, text=True, check=True).stdout.splitlines()
-  assert len(out) == 2
-  assert out[0].startswith("launch/local.sh --config=configs/qwen3_4b_instruct.py --config.workdir=/w/T1.2 ")
-  assert "--config.sample.temperature=2.0" in out[1] and "/w/T2.0" in out[1]
-  assert all(line.rstrip().endswith("--config.sample.top_k=10") for line in out)
-  assert "base" in out[0] and "base" not in out[1]  # the base model is evaluated once
-
-
 def test_tpu_pod_dry_run():
   env = {**os.environ, "DRY_RUN": "1", "TPU_NAME": "slice", "ZONE": "zone-a", "SYNC": "git",
          "REPO_URL": "https://example.invalid/ssd_jax.git", "REF": "abc123"}
