@@ -8,8 +8,8 @@
 The config file is an ordinary experiment config (`get_config()`) that also defines `CELLS`: {cell name: {dotted
 config key: value}}, the overrides of each SSD run (e.g. {"sample.temperature": 1.6}); for a config without
 `CELLS` (the paper configs), `--t_train=1.2,1.6,2.0` makes one cell per T_train (`T1.2`, ...), keeping the config's
-truncation. Each cell synthesizes,
-trains and evaluates the SSD model (and `eval.ssd.checkpoints`) at `eval.ssd.temperatures` in `<workdir>/<cell>`;
+truncation. Each cell synthesizes, trains and evaluates the SSD model (and `eval.ssd.checkpoints`) at
+`eval.ssd.temperatures` in `<workdir>/<cell>`;
 the base model is evaluated once at `eval.base.temperatures` in `<workdir>/base`. Cells are independent and every
 stage resumes, so workers split the cells (cell i runs on worker i mod workers) and a killed sweep is rerun as is.
 On a cluster each cell is one job: `--cells=T1.6` runs just that cell (`base` is the base model's), `--list_cells`
