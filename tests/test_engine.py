@@ -206,6 +206,18 @@ def test_slots_are_filled_before_decoding_and_refilled_as_they_free(model):
   assert [[c.tokens for c in r] for r in big.generate(requests, seed=1)] == [[c.tokens for c in r] for r in out]
 
 
+def test_whole_prompts_are_packed_into_a_power_of_two_of_rows(model):
+  cfg, params = model
+  prompts = _prompts(cfg, [12, 12, 12, 3], seed=10)
+  engine = Engine(params, cfg, stop_ids=[], engine_cfg=EngineConfig(**{**ECFG.__dict__, "batch_size": 8}))
+  out = engine.generate([Request(p, sampling=SamplingConfig(max_new_tokens=3, temperature=0.0)) for p in prompts])
+  # Rows of 16 tokens: [12 + 3], [12], [12]; two rows run, the third prompt waits for a second call.
+  assert engine.pack_prefill
+  assert (engine.stats["prefill_calls"], engine.stats["prefill_rows"]) == (2, 4)
+  for prompt, (completion,) in zip(prompts, out):
+    assert completion.tokens == _greedy_reference(params, cfg, prompt, 3)
+
+
 @pytest.mark.slow
 def test_smollm2_greedy_matches_transformers_for_64_tokens():
   import os

@@ -194,6 +194,38 @@ def test_decode_over_staged_rows_equals_the_full_forward(model):
   assert np.abs(got - want).max() <= 1e-5
 
 
+def test_packed_prefill_writes_each_prompts_pages_and_logits(model):
+  cfg, params = model
+  lengths, page, pps, width, steps = [7, 5, 11, 9], 4, 8, 24, 3
+  tokens = np.random.RandomState(6).randint(3, cfg.vocab_size, (4, 16)).astype(np.int32)
+  table = np.asarray(paged_run.page_table(4, pps))
+  packed = [[2, 0, 1], [3]]  # two rows of 24: prompts 2, 0, 1 back to back (23 tokens), then prompt 3 alone
+  arrays = [np.zeros((2, width), np.int32) for _ in range(4)]
+  ids, segments, positions, offsets = arrays
+  page_ids = np.full((2, width), 4 * pps, np.int32)
+  last = np.zeros(4, np.int32)
+  for r, group in enumerate(packed):
+    at = 0
+    for j, b in enumerate(group):
+      n, span = lengths[b], slice(at, at + lengths[b])
+      ids[r, span], segments[r, span], positions[r, span] = tokens[b, :n], j + 1, np.arange(n)
+      page_ids[r, span], offsets[r, span] = table[b, np.arange(n) // page], np.arange(n) % page
+      last[b] = r * width + at + n - 1
+      at += n
+  cache = paged.init_cache(cfg, 4 * pps, page, dtype="float32")
+  logits, cache = jax.jit(transformer.prefill_packed, static_argnames=("cfg",))(
+      params, *map(jnp.asarray, (ids, segments, positions, page_ids, offsets, last)), cache, cfg=cfg)
+  out = [np.asarray(logits)]
+  for t in range(steps):  # decoding over the pages the packed prefill wrote
+    feed = tokens[np.arange(4), np.asarray(lengths) + t][:, None]
+    step, cache = paged_run.extend(params, jnp.asarray(feed), jnp.asarray(lengths, jnp.int32) + t,
+                                   jnp.ones((4,), jnp.int32), jnp.asarray(table), cache, cfg=cfg)
+    out.append(np.asarray(step))
+  full = np.asarray(_forward(params, tokens, np.ones_like(tokens), cfg=cfg))
+  want = np.stack([full[b, lengths[b] - 1:lengths[b] + steps] for b in range(4)])
+  assert np.abs(np.stack(out, axis=1) - want).max() <= 1e-5
+
+
 def test_int8_pages_stay_close(model):
   cfg, params = model
   tokens = np.random.RandomState(1).randint(3, cfg.vocab_size, (2, 19)).astype(np.int32)

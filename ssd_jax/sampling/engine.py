@@ -14,7 +14,8 @@ built for throughput at long lengths:
 - a decode chunk with idle slots costs nearly what a full one does, so free slots are filled first: prompts are
   prefilled, several calls if need be, until the slots are taken or nothing is left to start;
 - on CPU the decode steps attend over each slot's tokens copied out of its pages into a contiguous row
-  (`paged.SlotRows`, attention "rows"), not over gathered pages;
+  (`paged.SlotRows`, attention "rows"), not over gathered pages, and whole prompts are prefilled packed back to
+  back into rows instead of one per row padded to a power-of-two width;
 - when pages run out, the newest sequence is preempted and later recomputed; since each sample draws from its own
   stream fold_in(seed, stream id, sample index, step), its tokens are the ones it would have drawn anyway, and no
   token ever depends on its slot, its batch, the pool size or the order of the requests;
@@ -159,6 +160,11 @@ def _prefill(params, tokens, start, length, table, cache, *, cfg, sharding, fres
   return transformer.extend(params, tokens, start, length, table, cache, cfg, sharding, attention=impl, fresh=fresh)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("cache",))
+def _prefill_packed(params, tokens, segments, positions, page_ids, offsets, last, cache, *, cfg):
+  return transformer.prefill_packed(params, tokens, segments, positions, page_ids, offsets, last, cache, cfg)
+
+
 @functools.partial(jax.jit, static_argnames=("ecfg", "sharding"))
 def _first_tokens(logits, rows, streams, sample_index, params: SamplingParams, seed, *, ecfg, sharding):
   """The first token of each (prompt row, sample): step 0 of the sample's stream."""
@@ -257,6 +263,10 @@ class Engine:
     self.decode_impl = self._decode_impl()
     # Prefill chunks are not decode slots: with rows, they attend over the pages (the rows are staged at fill).
     self.prefill_impl = "reference" if self.decode_impl == "rows" else self.decode_impl
+    # One CPU device: whole prompts are packed into prefill rows (padding each to a power-of-two width wastes ~40%
+    # of a prefill at mixed prompt lengths, and on CPU a FLOP is time). Accelerators keep one prompt per row.
+    mesh = sharding.mesh
+    self.pack_prefill = jax.default_backend() == "cpu" and (mesh is None or mesh.size == 1)
     self._cache: paged.PagedCache | None = None
     # decode_tokens / (decode_steps * batch_size) is how busy the slots were.
     self.stats = {"prefill_calls": 0, "prefill_rows": 0, "decode_chunks": 0, "decode_steps": 0, "decode_tokens": 0,
@@ -410,32 +420,16 @@ class _Run:
     return tokens[chunk.start:chunk.start + chunk.length]
 
   def prefill(self, chunks: list[PrefillChunk]) -> bool:
-    """Runs the prefill chunks in one call (rows grouped by shard); draws the first tokens of finished prompts."""
+    """Runs prefill chunks in one call, all of them one per row (rows grouped by shard), or, for whole prompts on
+    one CPU device, as many as fill a power of two of packed rows (the rest wait for the next call); draws the first
+    tokens of finished prompts."""
     if not chunks:
       return False
     e = self.e
-    by_shard = [[c for c in chunks if c.shard == s] for s in range(e.shards)]
-    rows_per = _pow2(max(map(len, by_shard)), e.ecfg.prefill_rows)
-    width = max(16, _pow2(max(c.length for c in chunks), e.ecfg.prefill_chunk))
-    n_rows = rows_per * e.shards
-    # The table covers the pages the chunks reach (in power-of-two blocks), not the longest sequence there could be.
-    reach = -(-max(c.start + c.length for c in chunks) // e.ecfg.page_size)
-    pages = min(e.table_width, _BLOCK_PAGES * _pow2(-(-reach // _BLOCK_PAGES), 1 << 30))
-    tokens = np.zeros((n_rows, width), np.int32)
-    start, length = np.zeros(n_rows, np.int32), np.zeros(n_rows, np.int32)
-    table = np.zeros((n_rows, pages), np.int32)
-    row_of = {}
-    for s, group in enumerate(by_shard):
-      for j, c in enumerate(group):
-        r = s * rows_per + j
-        row_of[id(c)] = r
-        toks = self._tokens_of(c)
-        tokens[r, :len(toks)] = toks
-        start[r], length[r], table[r] = c.start, c.length, self._row(c.pages)[:pages]
-    fresh = all(c.start == 0 for c in chunks)
-    logits, e._cache = _prefill(e.params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(length),
-                                jnp.asarray(table), e._pool(), cfg=e.cfg, sharding=e.sharding, fresh=fresh,
-                                impl=e.prefill_impl)
+    if e.pack_prefill and all(c.start == 0 for c in chunks):
+      chunks, logits, row_of = self._prefill_packed(chunks)
+    else:
+      logits, row_of = self._prefill_rows(chunks)
     e.stats["prefill_calls"] += 1
     e.stats["prefill_rows"] += len(chunks)
     finals = [c for c in chunks if c.last and c.recompute is None]
@@ -461,6 +455,69 @@ class _Run:
       if c not in finals:
         self.sched.prefilled(c)
     return True
+
+  def _prefill_rows(self, chunks: list[PrefillChunk]) -> tuple[jax.Array, dict[int, int]]:
+    """One chunk per row, rows of a power-of-two width -> (logits [rows, V], chunk id -> its logits row)."""
+    e = self.e
+    by_shard = [[c for c in chunks if c.shard == s] for s in range(e.shards)]
+    rows_per = _pow2(max(map(len, by_shard)), e.ecfg.prefill_rows)
+    width = max(16, _pow2(max(c.length for c in chunks), e.ecfg.prefill_chunk))
+    n_rows = rows_per * e.shards
+    # The table covers the pages the chunks reach (in power-of-two blocks), not the longest sequence there could be.
+    reach = -(-max(c.start + c.length for c in chunks) // e.ecfg.page_size)
+    pages = min(e.table_width, _BLOCK_PAGES * _pow2(-(-reach // _BLOCK_PAGES), 1 << 30))
+    tokens = np.zeros((n_rows, width), np.int32)
+    start, length = np.zeros(n_rows, np.int32), np.zeros(n_rows, np.int32)
+    table = np.zeros((n_rows, pages), np.int32)
+    row_of = {}
+    for s, group in enumerate(by_shard):
+      for j, c in enumerate(group):
+        r = s * rows_per + j
+        row_of[id(c)] = r
+        toks = self._tokens_of(c)
+        tokens[r, :len(toks)] = toks
+        start[r], length[r], table[r] = c.start, c.length, self._row(c.pages)[:pages]
+    fresh = all(c.start == 0 for c in chunks)
+    logits, e._cache = _prefill(e.params, jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(length),
+                                jnp.asarray(table), e._pool(), cfg=e.cfg, sharding=e.sharding, fresh=fresh,
+                                impl=e.prefill_impl)
+    return logits, row_of
+
+  def _prefill_packed(self, chunks: list[PrefillChunk]
+                      ) -> tuple[list[PrefillChunk], jax.Array, dict[int, int]]:
+    """Whole prompts packed back to back (longest first, each into the first row with room) into a power of two of
+    rows of a power-of-two width: the prompts of the rows past it wait for the next call -> (chunks run, logits
+    [prefill_rows, V], chunk id -> its logits row)."""
+    e = self.e
+    width = max(16, _pow2(max(c.length for c in chunks), e.ecfg.prefill_chunk))
+    rows: list[list[PrefillChunk]] = []
+    used: list[int] = []
+    for c in sorted(chunks, key=lambda c: -c.length):
+      r = next((r for r, u in enumerate(used) if u + c.length <= width), len(rows))
+      if r == len(rows):
+        rows.append([])
+        used.append(0)
+      rows[r].append(c)
+      used[r] += c.length
+    rows = rows[:1 << (len(rows).bit_length() - 1)]
+    page = e.ecfg.page_size
+    tokens, segments, positions, offsets = (np.zeros((len(rows), width), np.int32) for _ in range(4))
+    page_ids = np.full((len(rows), width), e.pages_per_shard, np.int32)  # padding: out of range, written nowhere
+    last = np.zeros(e.ecfg.prefill_rows, np.int32)
+    run, row_of = [], {}
+    for r, group in enumerate(rows):
+      at = 0
+      for j, c in enumerate(group):
+        row_of[id(c)] = len(run)
+        span, pos = slice(at, at + c.length), np.arange(c.length)
+        tokens[r, span], segments[r, span], positions[r, span] = self._tokens_of(c), j + 1, pos
+        page_ids[r, span], offsets[r, span] = np.asarray(c.pages, np.int32)[pos // page], pos % page
+        last[len(run)] = r * width + at + c.length - 1
+        run.append(c)
+        at += c.length
+    logits, e._cache = _prefill_packed(e.params, *map(jnp.asarray, (tokens, segments, positions, page_ids, offsets,
+                                                                    last)), e._pool(), cfg=e.cfg)
+    return run, logits, row_of
 
   def fill(self, fills: list[SlotFill]) -> bool:
     """Starts sequences in their slots, after copying any partly filled prompt page they now own."""
