@@ -59,9 +59,16 @@ def test_abstract_state_has_the_trainers_shardings():
   for ours, theirs, array in zip(jax.tree.leaves(state), jax.tree.leaves(real), jax.tree.leaves(trainer.state)):
     assert ours.sharding.is_equivalent_to(theirs, array.ndim) and ours.shape == array.shape
     assert ours.dtype == array.dtype
-  # Sharded for real: fsdp x tensor split the embedding, so a device holds less than the whole state.
+  # Adam's moments sit where their params do (left to the compiler, the zeros came out replicated on every device).
+  adam = trainer.state.opt_state[1][0]
+  for moment in (adam.mu, adam.nu):
+    for m, p in zip(jax.tree.leaves(moment), jax.tree.leaves(trainer.state.params)):
+      assert m.sharding.is_equivalent_to(p.sharding, p.ndim), (m.sharding, p.sharding)
+  assert trainer.state.params.embed.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+  # So a device holds 1/8 of the state but the scalars and the norm scales (replicated, 4 x 32 floats each).
   whole = sum(np.asarray(x).nbytes for x in jax.tree.leaves(trainer.state))
-  assert memory.per_device_bytes(state) < whole
+  replicated = sum(np.asarray(x).nbytes for x in jax.tree.leaves(trainer.state) if x.sharding.is_fully_replicated)
+  assert memory.per_device_bytes(state) == (whole - replicated) // 8 + replicated
 
 
 def test_paper_arch_has_the_published_parameter_counts():
@@ -87,8 +94,18 @@ def test_bad_flags_are_named():
 
 
 def test_oom_message_numbers():
-  message = ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 120.5G "
-             "of 95.74G hbm. Exceeded hbm capacity by 24.76G.")
-  assert memory._oom_numbers(message) == {"needed_bytes": int(120.5 * memory.GiB),
-                                          "compiler_hbm_bytes": int(95.74 * memory.GiB)}
+  # What libtpu 0.0.42 printed for a 2-layer Qwen3-4B step compiled for v5p-64 with --hbm_gib=1.
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (1.29G) "
+             "exceeds available HBM (1.00G).")
+  assert memory._oom_numbers(message) == {"needed_bytes": int(1.29 * memory.GiB), "compiler_hbm_bytes": memory.GiB}
+  # Older libtpu releases' wording.
+  older = ("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 120.50G of 95.74G hbm. Exceeded hbm "
+           "capacity by 24.76G.")
+  assert memory._oom_numbers(older) == {"needed_bytes": int(120.5 * memory.GiB),
+                                        "compiler_hbm_bytes": int(95.74 * memory.GiB)}
   assert memory._oom_numbers("RESOURCE_EXHAUSTED: something else") == {}
+
+
+def test_hbm_limit_is_tpu_only():
+  with pytest.raises(ValueError, match="--hbm_gib=8.0: expected 0 when compiling for 'cpu'"):
+    memory.main(["memory", f"--config={TINY}", "--hbm_gib=8"])

@@ -19,6 +19,10 @@ and generated code; total = arguments + outputs - aliased + temporaries, against
 keyed by TPU generation, or the device's own `memory_stats()` limit). A shape that does not fit fails to compile on
 TPU with RESOURCE_EXHAUSTED: its row carries the compiler's message and the bytes it says it needed.
 
+On TPU the temporaries are not a minimum: the scheduler spends HBM it has on overlapping collectives with compute,
+so a step that needs 60 GiB may report 85 at 95 GiB. `--hbm_gib=N` compiles as if each chip had N GiB (libtpu's
+xla_tpu_max_hbm_size_mib): the smallest N that compiles is what the step needs, and 95 - N is the headroom.
+
 Beside the step, the pipeline (`ssd_jax.main --stage=all`) keeps the base model that sampling loaded on every
 chip while it trains (`stages.train`), and with several processes also the copy it loaded onto the global mesh for
 the trainer: `base_copy_bytes` is that (exact, from the params' shardings), and `fits_pipeline` counts it.
@@ -156,22 +160,26 @@ def abstract_batch(tc, seq_len: int, mesh, rules):
           for k in BATCH_KEYS}, shd
 
 
-_OOM_USED = re.compile(r"Used ([\d.]+)([KMGT]i?)B? of ([\d.]+)([KMGT]i?)B? hbm", re.IGNORECASE)
+# libtpu's two ways of saying a program does not fit (libtpu 0.0.42 prints the first).
+_OOM_PATTERNS = (re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)"),
+                 re.compile(r"Used ([\d.]+)([KMGT])i?B? of ([\d.]+)([KMGT])i?B? hbm", re.IGNORECASE))
 _UNITS = {"K": 1024, "M": 1024 ** 2, "G": GiB, "T": 1024 ** 4}
 
 
 def _oom_numbers(message: str) -> dict[str, int]:
-  """(needed, capacity) bytes from libtpu's 'Ran out of memory ... Used X of Y hbm' message, when it says them."""
-  found = _OOM_USED.search(message)
-  if not found:
-    return {}
-  used, used_unit, cap, cap_unit = found.groups()
-  return {"needed_bytes": int(float(used) * _UNITS[used_unit[0].upper()]),
-          "compiler_hbm_bytes": int(float(cap) * _UNITS[cap_unit[0].upper()])}
+  """(needed, available) bytes from libtpu's out-of-memory message, when it says them."""
+  for pattern in _OOM_PATTERNS:
+    found = pattern.search(message)
+    if found:
+      used, used_unit, cap, cap_unit = found.groups()
+      return {"needed_bytes": int(float(used) * _UNITS[used_unit.upper()]),
+              "compiler_hbm_bytes": int(float(cap) * _UNITS[cap_unit.upper()])}
+  return {}
 
 
-def compile_step(cfg, tc, mesh, rules, state, seq_len: int) -> dict[str, Any]:
-  """Lowers and compiles the trainer's step for one batch shape; the per-device memory analysis (or the OOM)."""
+def compile_step(cfg, tc, mesh, rules, state, seq_len: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Lowers and compiles the trainer's step for one batch shape (`options`: XLA compiler options); the per-device
+  memory analysis (or the out-of-memory error)."""
   import jax
 
   from ssd_jax.models.transformer import Sharding
@@ -182,7 +190,7 @@ def compile_step(cfg, tc, mesh, rules, state, seq_len: int) -> dict[str, Any]:
   t0 = time.perf_counter()
   lowered = step.lower(state, batch)
   try:
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=options)
   except jax.errors.JaxRuntimeError as e:
     message = str(e)
     if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
@@ -229,8 +237,9 @@ def _row_line(row: dict) -> str:
                  f"{verdict}; with the pipeline's base copy {_gib(b['total'] + row['base_copy_bytes'])} GiB")
 
 
-def measure(config, topology: str, arch: str, seq_lens: Sequence[int]) -> dict[str, Any]:
-  """Compiles the config's train step at each row length; the result object `main` prints."""
+def measure(config, topology: str, arch: str, seq_lens: Sequence[int], hbm_gib: float = 0) -> dict[str, Any]:
+  """Compiles the config's train step at each row length; the result object `main` prints. `hbm_gib` > 0 (TPU):
+  compile as if each chip had that much HBM."""
   import jax
 
   from ssd_jax import stages
@@ -254,7 +263,12 @@ def measure(config, topology: str, arch: str, seq_lens: Sequence[int]) -> dict[s
   params, state = abstract_state(cfg, tc, mesh, rules)
   base = base_copy_bytes(cfg, config, devices, local_devices, rules)
   hbm = hbm_bytes(topology, devices)
-  result = {"config": "", "topology": topology or f"local:{platform}", "platform": platform,
+  options = None
+  if hbm_gib:
+    if platform != "tpu":
+      raise ValueError(f"--hbm_gib={hbm_gib}: expected 0 when compiling for {platform!r} (a TPU compiler option)")
+    options, hbm = {"xla_tpu_max_hbm_size_mib": int(hbm_gib * 1024)}, int(hbm_gib * 1024) * 1024 ** 2
+  result = {"config": "", "topology": topology or f"local:{platform}", "platform": platform, "hbm_gib": hbm_gib,
             "devices": len(devices), "processes": processes, "mesh": dict(mesh.shape), "model": cfg.model_type,
             "params": sum(math.prod(p.shape) for p in jax.tree.leaves(params)), "param_dtype": cfg.param_dtype,
             "state_bytes_per_device": per_device_bytes(state), "rows": []}
@@ -262,7 +276,7 @@ def measure(config, topology: str, arch: str, seq_lens: Sequence[int]) -> dict[s
     row = {"seq_len": seq_len, "packing": bool(config.train.packing), "global_batch": tc.global_batch_size,
            "grad_accum": tc.grad_accum_steps, "microbatch": tc.global_batch_size // tc.grad_accum_steps,
            "attention": tc.attention, "remat": tc.remat, "loss_chunk_size": tc.loss_chunk_size,
-           **compile_step(cfg, tc, mesh, rules, state, seq_len), "base_copy_bytes": base, "hbm_bytes": hbm}
+           **compile_step(cfg, tc, mesh, rules, state, seq_len, options), "base_copy_bytes": base, "hbm_bytes": hbm}
     total = row.get("bytes_per_device", {}).get("total")
     row["fits"] = False if "error" in row else None if hbm is None else total <= hbm
     row["fits_pipeline"] = False if "error" in row else None if hbm is None else total + base <= hbm
@@ -295,13 +309,17 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                              f"{sorted(ARCHS)}.", flag_values=values)
   seq_lens = flags.DEFINE_list("seq_lens", [], "Row lengths to compile (default: config.train.seq_len).",
                                flag_values=values)
+  hbm_gib = flags.DEFINE_float("hbm_gib", 0, "TPU only: compile as if each chip had this much HBM (libtpu's "
+                               "xla_tpu_max_hbm_size_mib); 0: the chip's own. The TPU scheduler spends free HBM on "
+                               "overlap, so temporaries grow with the limit: the smallest limit that compiles is "
+                               "what the step needs.", flag_values=values)
   values(list(argv))
   config = config_flag.value
   try:
     lengths = [int(s) for s in seq_lens.value] or [int(config.train.seq_len)]
   except ValueError:
     raise ValueError(f"--seq_lens={','.join(seq_lens.value)}: expected comma-separated integers") from None
-  result = measure(config, topology.value, arch.value, lengths)
+  result = measure(config, topology.value, arch.value, lengths, hbm_gib.value)
   result["config"] = config_path
   print(json.dumps(result))
   return result
