@@ -97,12 +97,8 @@ def test_oom_message_numbers():
   # What libtpu 0.0.42 printed for a 2-layer Qwen3-4B step compiled for v5p-64 with --hbm_gib=1.
   message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (1.29G) "
              "exceeds available HBM (1.00G).")
-  assert memory._oom_numbers(message) == {"needed_bytes": int(1.29 * memory.GiB), "compiler_hbm_bytes": memory.GiB}
-  # Older libtpu releases' wording.
-  older = ("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 120.50G of 95.74G hbm. Exceeded hbm "
-           "capacity by 24.76G.")
-  assert memory._oom_numbers(older) == {"needed_bytes": int(120.5 * memory.GiB),
-                                        "compiler_hbm_bytes": int(95.74 * memory.GiB)}
+  assert memory._oom_numbers(message) == {"temp_needed_bytes": int(1.29 * memory.GiB),
+                                          "compiler_hbm_bytes": memory.GiB}
   assert memory._oom_numbers("RESOURCE_EXHAUSTED: something else") == {}
 
 

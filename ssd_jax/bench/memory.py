@@ -160,21 +160,19 @@ def abstract_batch(tc, seq_len: int, mesh, rules):
           for k in BATCH_KEYS}, shd
 
 
-# libtpu's two ways of saying a program does not fit (libtpu 0.0.42 prints the first).
-_OOM_PATTERNS = (re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)"),
-                 re.compile(r"Used ([\d.]+)([KMGT])i?B? of ([\d.]+)([KMGT])i?B? hbm", re.IGNORECASE))
+# libtpu 0.0.42's out-of-memory message (the version jax[tpu]==0.10.2 pins).
+_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM \(([\d.]+)([KMGT])\)")
 _UNITS = {"K": 1024, "M": 1024 ** 2, "G": GiB, "T": 1024 ** 4}
 
 
 def _oom_numbers(message: str) -> dict[str, int]:
-  """(needed, available) bytes from libtpu's out-of-memory message, when it says them."""
-  for pattern in _OOM_PATTERNS:
-    found = pattern.search(message)
-    if found:
-      used, used_unit, cap, cap_unit = found.groups()
-      return {"needed_bytes": int(float(used) * _UNITS[used_unit.upper()]),
-              "compiler_hbm_bytes": int(float(cap) * _UNITS[cap_unit.upper()])}
-  return {}
+  """(temporaries needed, HBM available) bytes from libtpu's out-of-memory message, when it says them."""
+  found = _OOM.search(message)
+  if not found:
+    return {}
+  temp, temp_unit, hbm, hbm_unit = found.groups()
+  return {"temp_needed_bytes": int(float(temp) * _UNITS[temp_unit]),
+          "compiler_hbm_bytes": int(float(hbm) * _UNITS[hbm_unit])}
 
 
 def compile_step(cfg, tc, mesh, rules, state, seq_len: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -227,9 +225,10 @@ def _row_line(row: dict) -> str:
           f"{row['microbatch']} rows ({row['attention']}, remat {row['remat']}): ")
   hbm = _gib(row["hbm_bytes"])
   if "error" in row:
-    need = row.get("needed_bytes")
-    return head + (f"does NOT fit: the compiler needs {_gib(need)} GiB of {_gib(row.get('compiler_hbm_bytes'))} GiB"
-                   if need else f"does NOT compile: {row['error'].splitlines()[0][:300]}")
+    need = row.get("temp_needed_bytes")
+    return head + (f"does NOT fit: the compiler needs {_gib(need)} GiB of temporaries beside the arguments, of "
+                   f"{_gib(row.get('compiler_hbm_bytes'))} GiB HBM" if need
+                   else f"does NOT compile: {row['error'].splitlines()[0][:300]}")
   b = row["bytes_per_device"]
   verdict = "" if row["fits"] is None else (" fits" if row["fits"] else " does NOT fit")
   return head + (f"per device args {_gib(b['argument'])} + out {_gib(b['output'])} - alias {_gib(b['alias'])} + temp "
