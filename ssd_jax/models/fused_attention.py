@@ -92,9 +92,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, 
   if impl in ("cudnn", "pallas_gpu") and (window or sinks is not None):
     raise ValueError(f"attention {impl!r} has no attention sinks or sliding window (this model's layers use them); "
                      "use 'xla' or 'splash' (or 'auto' in the pipeline's train.attention)")
-  if impl in _BACKEND and not (interpret and impl != "cudnn") and jax.default_backend() != _BACKEND[impl]:
-    raise ValueError(f"attention {impl!r} runs on {_BACKEND[impl]!r} devices, but jax's backend is "
-                     f"{jax.default_backend()!r}; use 'xla' (or 'auto' in the pipeline's train.attention)")
+  # The devices compiled for: the mesh's (a TPU topology's compile-only devices on a CPU host), else jax's backend.
+  platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+  if impl in _BACKEND and not (interpret and impl != "cudnn") and platform != _BACKEND[impl]:
+    raise ValueError(f"attention {impl!r} runs on {_BACKEND[impl]!r} devices, but the devices compiled for are "
+                     f"{platform!r}; use 'xla' (or 'auto' in the pipeline's train.attention)")
   if impl == "xla":
     out = layers.attention(q, k, v, layers.segment_mask(segment_ids, window) if mask is None else mask, sinks)
   elif impl == "cudnn":

@@ -61,11 +61,16 @@ def init_state(params: Params, cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, ru
 @functools.lru_cache(maxsize=16)
 def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules) -> Callable:
   tx = make_optimizer(tc)
+  shardings = param_shardings(cfg, mesh, rules)
 
   def make(p):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, p), opt_state=tx.init(p))
+    # Every param-shaped leaf of the optimizer state (Adam's mu and nu) is placed as its param: left to the
+    # compiler, zeros that depend on no input come out replicated, a full f32 copy of both moments on every device.
+    opt_state = optax.tree_map_params(tx, jax.lax.with_sharding_constraint, tx.init(p), shardings,
+                                      transform_non_params=lambda x: x)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, p), opt_state=opt_state)
 
-  return jax.jit(make, in_shardings=(param_shardings(cfg, mesh, rules),))
+  return jax.jit(make, in_shardings=(shardings,))
 
 
 def state_shardings(state: TrainState) -> TrainState:
