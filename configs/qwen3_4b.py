@@ -24,12 +24,17 @@ SHAPES = {
     # TPU v5p-64 = 64 TensorCores = 32 chips (one JAX device each, megacore), 8 hosts x 4 chips, 95 GB HBM each.
     # Global mesh fsdp 8 x tensor 4. Sampling and evaluation run per host on its 4 chips as tensor 4 (no weight
     # all-gathers per decode step): weights 16 GB f32 / 4 = 4 GB per chip, the rest holds KV
-    # pages. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row
-    # per chip per microbatch: 80 GB / 32 + 16 GB / 4 = 6.5 GB state + 24 GB residuals + one layer's recompute.
+    # pages. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row per chip per microbatch. The compiler's numbers
+    # for this step at 65,536, packed or not (`python -m ssd_jax.bench.memory --topology=v5p-64 --arch=qwen3-4b
+    # --config=configs/qwen3_4b_instruct.py:tpu_v5p_64`, libtpu 0.0.42, BUILD_NOTES §14): train state 1.4 GiB per
+    # chip, temporaries 85.3 GiB, total 86.7 GiB of 95 GiB (an upper bound: the scheduler spends spare HBM), plus the
+    # pipeline's copy of the base model, 4.2 GiB.
     "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 4}, "engine_batch": 160, "grad_accum": 4},
     # One node of 8 x H100 80 GB, one process. Tensor 8 (8 kv heads, one per GPU) for decode: weights 2 GB per GPU,
     # the rest holds KV pages. Training: tensor 8 leaves no batch axis, so 32
-    # microbatches of 1 row: 96 GB / 8 = 12 GB state + 24 GB residuals. fsdp -1 = 1 here, N on N nodes (SLURM;
-    # then pass --config.train.grad_accum_steps=32/N, since each process splits its 32/N rows into microbatches).
+    # microbatches of 1 row: 96 GB / 8 = 12 GB state + 24 GB residuals (arithmetic: no GPU compiles without one; on
+    # the node, `python -m ssd_jax.bench.memory --config=...:gpu_8xh100` gives the compiler's numbers). fsdp -1 = 1
+    # here, N on N nodes (SLURM; then pass --config.train.grad_accum_steps=32/N, since each process splits its 32/N
+    # rows into microbatches).
     "gpu_8xh100": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 8}, "engine_batch": 256, "grad_accum": 32},
 }
