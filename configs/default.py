@@ -107,6 +107,10 @@ def get_config() -> config_dict.ConfigDict:
   # (segment ids) for packed rows; XLA's dense attention (quadratic in seq_len) on CPU. Or name one of them.
   config.train.attention = "auto"
   config.train.loss_chunk_size = 512
+  # Where the float32 weights live. "params": float32 params and AdamW state (model.param_dtype). "bf16_params":
+  # bf16 params, float32 moments: at lr 5e-6 most updates round away (BUILD_NOTES §14 measures it).
+  # "bf16_params_f32_master": bf16 params, a float32 master in the optimizer state (2 more bytes per param).
+  config.train.precision = "params"
   config.train.save_interval_steps = 250
   config.train.max_to_keep = 3
   config.train.async_checkpointing = True

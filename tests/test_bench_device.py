@@ -41,3 +41,19 @@ def test_device_decode_script_smoke(tmp_path):
   for size in ("toy", "toy-moe"):
     result = json.loads((tmp_path / f"device_decode_{size}.json").read_text())
     assert result["decode"]["tokens"] == 8 * 8 and result["size"] == size
+
+
+@pytest.mark.slow
+def test_device_sft_script_smoke(tmp_path):
+  """launch/device_sft.sh (issue 17's device measurements) runs its four SFT steps at toy sizes, one JSON per run."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(["bash", os.path.join(root, "launch", "device_sft.sh")], capture_output=True, text=True,
+                        env={**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "PY": sys.executable}, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["failed"] == 0, proc.stdout
+  expected = {"unpacked_8x8": (8, 1, "params"), "packed_8x32": (32, 8, "params"), "packed_1x64": (64, 16, "params"),
+              "packed_8x32_bf16_master": (32, 8, "bf16_params_f32_master")}
+  for name, (seq, segments, precision) in expected.items():
+    train = json.loads((tmp_path / f"device_sft_{name}.json").read_text())["train"]
+    assert (train["seq"], train["segments"], train["precision"]) == (seq, segments, precision)
+    assert train["flops_per_token_causal"] < train["flops_per_token"]

@@ -14,11 +14,12 @@ with Qwen3-4B's shapes (36 layers, d 2560, 32/8 heads of 128, MLP 9728, vocab 15
   (no stop tokens); tokens/s over wall time after a warm-up call with the same shapes. Roofline: each decode step
   must read every weight once (for MoE: the experts the batch's tokens route to, in expectation) and the K/V of
   every filled position of every row, so tokens/s <= HBM bandwidth * tokens / bytes read.
-- train: the SFT step (float32 master weights and AdamW state, bf16 matmuls, remat, chunked cross-entropy) on
-  a [train-batch, seq] batch of random tokens, each row one document or --segments packed ones (through
-  --attention); MFU = model FLOPs/s / peak, model FLOPs per token = 6 * (non-embedding matmul params + the LM
-  head) + 12 * layers * seq * heads * head_dim (PaLM's convention: full attention over the row whatever its
-  documents, remat recomputation not counted).
+- train: the SFT step (--precision: float32 master weights and AdamW state by default; bf16 matmuls, remat,
+  chunked cross-entropy) on a [train-batch, seq] batch of random tokens, each row one document or --segments
+  packed ones (through --attention); MFU = model FLOPs/s / peak, model FLOPs per token = 6 * (non-embedding matmul
+  params + the LM head) + 12 * layers * seq * heads * head_dim (PaLM's convention: full attention over the row
+  whatever its documents, remat recomputation not counted); `mfu_causal` counts that attention at half, as a
+  causal row does it.
 
 Peaks come from a table of published dense bf16 FLOP/s and HBM bandwidth keyed by device kind (override with
 --peak-tflops / --hbm-gbps). The same run also measures its peers on the chip: an 8192^3 bf16 matmul and a
@@ -39,6 +40,7 @@ import numpy as np
 from ssd_jax.models.config import ModelConfig
 from ssd_jax.models.sharding import ShardingRules, make_mesh
 from ssd_jax.models.transformer import ParamSpec, Sharding, init_params, param_specs
+from ssd_jax.train.optim import PRECISIONS
 
 # Dense bf16 FLOP/s and HBM bytes/s from the vendors' datasheets (SXM parts for NVIDIA).
 DATASHEET = {
@@ -229,7 +231,8 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   mesh = make_mesh({"fsdp": -1})
   params = init_params(cfg, jax.random.key(0), mesh, ShardingRules())
   tc = TrainConfig(global_batch_size=args.train_batch, learning_rate=1e-5, warmup_steps=0, total_steps=100,
-                   remat=args.remat, loss_chunk_size=min(args.seq, 512), attention=args.attention)
+                   remat=args.remat, loss_chunk_size=min(args.seq, 512), attention=args.attention,
+                   precision=args.precision)
   trainer = Trainer(cfg, tc, params, mesh=mesh)
   del params
   rng = np.random.default_rng(0)
@@ -250,15 +253,21 @@ def bench_train(args: argparse.Namespace, peak_flops: float | None) -> dict:
   last_loss = float(jax.block_until_ready(metrics)["loss"])
   step_s = (time.perf_counter() - t0) / args.train_steps
   total, matmul = param_counts(cfg)
-  flops_per_token = 6 * matmul + 12 * cfg.num_layers * args.seq * cfg.num_heads * cfg.head_dim
+  # PaLM's count (App. B): 6N per token plus 12 L S H Dh of attention, as if every query saw the whole row; a
+  # causal row (packed documents see less still) does half of that attention, reported beside it.
+  attention_flops = 12 * cfg.num_layers * args.seq * cfg.num_heads * cfg.head_dim
+  flops_per_token = 6 * matmul + attention_flops
+  flops_per_token_causal = 6 * matmul + attention_flops // 2
   tokens_per_s = args.train_batch * args.seq / step_s
   result = {"step_s": step_s, "warmup_s": warmup_s, "tokens_per_s": tokens_per_s, "params": total,
             "matmul_params": matmul, "flops_per_token": flops_per_token,
+            "flops_per_token_causal": flops_per_token_causal,
             "model_tflops_per_s": tokens_per_s * flops_per_token / 1e12, "loss_first": first_loss,
-            "attention": args.attention, "seq": args.seq, "segments": args.segments, "batch": args.train_batch,
-            "loss_last": last_loss}
+            "attention": args.attention, "precision": args.precision, "remat": args.remat, "seq": args.seq,
+            "segments": args.segments, "batch": args.train_batch, "loss_last": last_loss}
   if peak_flops:
     result["mfu"] = tokens_per_s * flops_per_token / peak_flops
+    result["mfu_causal"] = tokens_per_s * flops_per_token_causal / peak_flops
   return result
 
 
@@ -282,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
                       help="documents packed per training row (1: unpacked rows; cudnn needs 1)")
   parser.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash", "pallas_gpu"),
                       help="training attention (ssd_jax.models.fused_attention)")
+  parser.add_argument("--precision", default="params", choices=PRECISIONS,
+                      help="TrainConfig.precision (params: float32 params and AdamW state)")
   parser.add_argument("--peak-tflops", type=float, default=None, help="override the datasheet bf16 peak")
   parser.add_argument("--hbm-gbps", type=float, default=None, help="override the datasheet HBM bandwidth")
   parser.add_argument("--matmul-n", type=int, default=8192, help="size of the measured peer matmul")

@@ -9,9 +9,13 @@ the paper; the defaults here are the common choices (clip at 1.0).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
+
+PRECISIONS = ("params", "bf16_params", "bf16_params_f32_master")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,13 @@ class TrainConfig:
       quadratic in S) | "cudnn" (GPU, unpacked rows only) | "splash" (TPU) | "pallas_gpu" (GPU); the last two take
       packed and unpacked rows with memory linear in S. `fused_attention.auto_attention` picks per backend.
     loss_chunk_size: Sequence positions per cross-entropy chunk.
+    precision: Where the weights' float32 copy lives (PRECISIONS; bytes per param of train state in brackets):
+      "params": the train state's params keep the loaded dtype (model.param_dtype, float32 by default) and AdamW's
+        moments follow it [12 with float32]; "bf16_params": bf16 params, float32 moments, each update rounded to
+        bf16 as it is applied, so steps under half a bf16 ulp (~2^-9 of the weight) are lost [10];
+        "bf16_params_f32_master": bf16 params for the forward and backward passes and a float32 master copy
+        inside the optimizer state, which the update goes to and the params are rounded from [14]. The bf16
+        options halve the weights every step reads and gathers; BUILD_NOTES §14 has their measured loss curves.
     save_interval_steps, max_to_keep, async_checkpointing: orbax CheckpointManager options (max_to_keep 0: keep all).
     log_every: Steps between metric records.
   """
@@ -49,6 +60,7 @@ class TrainConfig:
   remat: str = "none"
   attention: str = "xla"
   loss_chunk_size: int = 512
+  precision: str = "params"
   save_interval_steps: int = 250
   max_to_keep: int = 3
   async_checkpointing: bool = True
@@ -60,6 +72,8 @@ class TrainConfig:
                        f"{self.grad_accum_steps} microbatches")
     if self.total_steps < 1 or self.warmup_steps < 0:
       raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {self.total_steps}, {self.warmup_steps}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
     if self.learning_rate <= 0:  # The cosine's floor is a fraction of the peak.
       raise ValueError(f"need learning_rate > 0, got {self.learning_rate}")
 
@@ -90,9 +104,59 @@ def _decay_mask(params):
 
 
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
-  """Clip by global norm, then AdamW with the schedule; state takes the params' (master) dtype."""
-  adamw = optax.adamw(lr_schedule(tc), b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay,
-                      mask=_decay_mask)
+  """Clip by global norm, then AdamW with the schedule, in float32 or the params' dtype as `tc.precision` says."""
+  tx = optax.adamw(lr_schedule(tc), b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay,
+                   mask=_decay_mask)
   if tc.max_grad_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(tc.max_grad_norm), adamw)
-  return adamw
+    tx = optax.chain(optax.clip_by_global_norm(tc.max_grad_norm), tx)
+  if tc.precision == "bf16_params":
+    return _in_float32(tx)
+  if tc.precision == "bf16_params_f32_master":
+    return _with_f32_master(tx)
+  return tx
+
+
+def train_params(params: Any, tc: TrainConfig) -> Any:
+  """The params as the train state holds them: bf16 floating leaves for the bf16 precisions, else unchanged."""
+  if tc.precision == "params":
+    return params
+  return jax.tree.map(lambda p: p.astype(jnp.bfloat16) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+
+
+def _f32(tree: Any) -> Any:
+  return jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _in_float32(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` on float32 views of gradients and params: its state (Adam's moments) and updates are float32."""
+
+  def update(updates, state, params=None):
+    return tx.update(_f32(updates), state, None if params is None else _f32(params))
+
+  return optax.GradientTransformation(lambda params: tx.init(_f32(params)), update)
+
+
+class MasterState(NamedTuple):
+  master: Any  # float32 copy of the params: the updates accumulate here
+  inner: Any  # the wrapped transformation's state
+
+
+def _with_f32_master(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` applied to a float32 master copy kept in the optimizer state; the params become round(master).
+
+  The returned updates are round(master') - params in float32, which `optax.apply_updates` adds to the bf16
+  params exactly (both are bf16 values), so the params always equal the rounded master.
+  """
+
+  def init(params):
+    master = _f32(params)
+    return MasterState(master=master, inner=tx.init(master))
+
+  def update(updates, state, params):
+    steps, inner = tx.update(_f32(updates), state.inner, state.master)
+    master = optax.apply_updates(state.master, steps)
+    rounded = jax.tree.map(lambda m, p: m.astype(p.dtype).astype(jnp.float32) - p.astype(jnp.float32), master,
+                           params)
+    return rounded, MasterState(master=master, inner=inner)
+
+  return optax.GradientTransformation(init, update)

@@ -1,7 +1,9 @@
 """The SFT train step and loop: sharded state, gradient accumulation, orbax checkpoints with data state, metrics.
 
-Numerics: the params' dtype is the master dtype (float32 by default), and optimizer state and gradients follow
-it; `cfg.compute_dtype` is the matmul dtype inside the model (bf16 on accelerators). The loss is the
+Numerics: `TrainConfig.precision` says where the float32 copy of the weights lives: by default the params keep
+their loaded dtype (float32) and optimizer state follows it; the bf16 options train bf16 params with float32
+optimizer state (and a float32 master there). Microbatch gradients accumulate in float32. `cfg.compute_dtype` is the
+matmul dtype inside the model (bf16 on accelerators). The loss is the
 token-weighted mean over the whole global batch: every microbatch contributes sum(weight * nll) / T, with T the
 target tokens of all microbatches together, so accumulating m microbatches equals one step on the big batch.
 MoE models add `router_aux_loss_coef * balance_loss` (mean over microbatches).
@@ -39,7 +41,7 @@ from ssd_jax.models.tokenizer import Tokenizer
 from ssd_jax.models.transformer import Params, Sharding, abstract_params, hidden_states, param_shardings
 from ssd_jax.train.loss import chunked_nll
 from ssd_jax.train.metrics import MetricsLogger
-from ssd_jax.train.optim import TrainConfig, lr_schedule, make_optimizer
+from ssd_jax.train.optim import TrainConfig, lr_schedule, make_optimizer, train_params
 from ssd_jax.train.pipeline import BATCH_KEYS, DataConfig, DataStats, build_iterator
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,9 @@ def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules
     # compiler, zeros that depend on no input come out replicated, a full f32 copy of both moments on every device.
     opt_state = optax.tree_map_params(tx, jax.lax.with_sharding_constraint, tx.init(p), shardings,
                                       transform_non_params=lambda x: x)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.copy, p), opt_state=opt_state)
+    # tx.init saw the loaded params: a float32 master starts from them, not from their bf16 rounding.
+    params = train_params(jax.tree.map(jnp.copy, p), tc)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
   return jax.jit(make, in_shardings=(shardings,))
 
@@ -122,9 +126,11 @@ def _cached_train_step(cfg: ModelConfig, tc: TrainConfig, sharding: Sharding, tr
     if m == 1:  # No accumulator: saves a zero-fill and an add over every param.
       (_, (nll_sum, bal_sum)), grads = grad_fn(state.params, jax.tree.map(lambda x: x[0], batch))
     else:
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), state.params)
       init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
       (grads, nll_sum, bal_sum), _ = jax.lax.scan(micro, init, batch)
+      if tc.precision == "params":  # the optimizer state keeps the params' dtype
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
