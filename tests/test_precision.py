@@ -1,6 +1,7 @@
 """SFT precision options (`TrainConfig.precision`): where the float32 copy of the weights lives."""
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +107,20 @@ def test_trainer_state_dtypes_steps_and_exact_resume(setup, precision, tmp_path)
 def test_unknown_precision_is_refused_by_name():
   with pytest.raises(ValueError, match="precision 'bf16'.*params"):
     TrainConfig(precision="bf16")
+
+
+@pytest.mark.slow
+def test_precision_bench_smollm2(capsys, monkeypatch):
+  """`python -m ssd_jax.bench.precision` on the real model, 2 short steps: every precision trained the same rows."""
+  from ssd_jax.bench import precision
+
+  monkeypatch.setattr("sys.argv", ["precision", "--steps", "2", "--batch", "2", "--seq", "64"])
+  precision.main()
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  runs = result["precisions"]
+  assert set(runs) == {"params", "bf16_params", "bf16_params_f32_master"} and result["rows"] == 260
+  assert runs["params"]["param_dtype"] == "float32" and runs["params"]["update_norm_ratio"] == 1.0
+  assert runs["bf16_params"]["param_dtype"] == runs["bf16_params_f32_master"]["param_dtype"] == "bfloat16"
+  # Step 1's loss is of the loaded weights: float32 and their bf16 rounding agree closely, not exactly.
+  first = [r["losses"][0] for r in runs.values()]
+  assert first[1] == first[2] != first[0] and abs(first[0] - first[1]) < 0.05
