@@ -114,7 +114,7 @@ def test_precision_bench_smollm2(capsys, monkeypatch):
   """`python -m ssd_jax.bench.precision` on the real model, 2 short steps: every precision trained the same rows."""
   from ssd_jax.bench import precision
 
-  monkeypatch.setattr("sys.argv", ["precision", "--steps", "2", "--batch", "2", "--seq", "64"])
+  monkeypatch.setattr("sys.argv", ["precision", "--steps", "2", "--batch", "2", "--seq", "256"])
   precision.main()
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   runs = result["precisions"]

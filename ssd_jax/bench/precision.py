@@ -87,6 +87,8 @@ def main() -> None:
   args = parser.parse_args()
   precisions = args.precisions.split(",")
   unknown = [p for p in precisions if p not in PRECISIONS]
+  if args.seq < 256:  # the code suite's prompts are ~200 tokens: shorter rows hold no answer token to train on
+    parser.error(f"--seq {args.seq}: expected >= 256 (rows must reach past the ~200-token prompts)")
   if unknown or "params" not in precisions:
     parser.error(f"--precisions {args.precisions!r}: expected names from {PRECISIONS}, 'params' (the reference) "
                  "among them")
