@@ -174,6 +174,12 @@ def report(config: config_dict.ConfigDict, cells: Mapping[str, Mapping[str, Any]
   base = best[BASE_CELL]
   done = {c: b for c, b in best.items() if c != BASE_CELL and b is not None}
   claims: dict[str, Any] = {}
+  if base is not None:  # every cell at its own best (checkpoint, T_eval) against the base model's best T_eval
+    summary["cells_vs_base"] = {
+        cell: {**{k: v for k, v in b.items() if k != "per_problem"},
+               **paired_comparison(base["per_problem"], b["per_problem"]),
+               "held_out_families": _by_family(base["per_problem"], b["per_problem"])}
+        for cell, b in done.items()}
   if base is not None and done:
     top = max(done, key=lambda c: (done[c]["pass@1"], -done[c]["T"]))
     claims["ssd_best_beats_base_best"] = {
@@ -238,6 +244,14 @@ def _claim_line(head: str, comparison: Mapping[str, Any]) -> str:
 
 def _markdown(summary: Mapping[str, Any], cells: Mapping[str, Mapping[str, Any]], plot: str | None) -> str:
   lines = ["# SSD T_train x T_eval grid", ""]
+  top = summary["claims"].get("ssd_best_beats_base_best")
+  if top:
+    low, high = top["ci95"]
+    change = "raised" if top["significant"] and low > 0 else "lowered" if top["significant"] else "did not change"
+    lines += [f"**Answer:** at each model's best T_eval, SSD's best cell ({top['cell']}) {change} pass@1 "
+              f"beyond the noise: {_pct(top['base_pass@1'])} (base, T {top['base_T']:g}) -> {_pct(top['pass@1'])} "
+              f"(T {top['T']:g}), {100 * top['delta_pass@1']:+.1f} points, 95% paired interval "
+              f"[{100 * low:+.1f}, {100 * high:+.1f}] over {top['problems']} held-out problems.", ""]
   grid = summary["grid"]
   temps = sorted({t for row in grid.values() for t in row}, key=float)
   lines += ["pass@1 per cell (SSD cells at their best checkpoint for each T_eval):", "",
@@ -262,6 +276,17 @@ def _markdown(summary: Mapping[str, Any], cells: Mapping[str, Mapping[str, Any]]
     lines.append(f"3. Held-out families: the evaluation families are disjoint from the synthesis families; of "
                  f"{family['families']} families, {family['better']} improved, {family['worse']} got worse and "
                  f"{family['same']} stayed the same at the best cell.")
+    versus = summary.get("cells_vs_base", {})
+    if len(versus) > 1:
+      lines += ["", "Every cell at its best T_eval against the base model at its best "
+                f"({top['base_T']:g}: {_pct(top['base_pass@1'])}):", "",
+                "| cell | best T_eval | pass@1 | vs base | 95% paired interval | families better / worse / same |",
+                "|---|---|---|---|---|---|"]
+      for cell, c in versus.items():
+        low, high = c["ci95"]
+        f = c["held_out_families"]
+        lines.append(f"| {cell} | {c['T']:g} | {_pct(c['pass@1'])} | {100 * c['delta_pass@1']:+.1f} | "
+                     f"[{100 * low:+.1f}, {100 * high:+.1f}] | {f['better']} / {f['worse']} / {f['same']} |")
   if summary["missing_cells"]:
     lines += ["", f"Not finished yet: {', '.join(summary['missing_cells'])}."]
   return "\n".join(lines) + "\n"

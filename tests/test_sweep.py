@@ -47,6 +47,11 @@ def test_report_picks_each_cells_best_and_pairs_the_claims(tmp_path):
   assert (pair["truncated"], pair["untruncated"], pair["delta_pass@1"]) == ("T1.0", "T1.0-notrunc", 0.5)
   text = open(tmp_path / "sweep.md").read()
   assert "+50.0 points, 95% paired interval [+50.0, +50.0] over 8 problems (excludes 0)" in text
+  assert text.startswith("# SSD T_train x T_eval grid\n\n**Answer:** at each model's best T_eval, SSD's best cell "
+                         "(T1.0) raised pass@1 beyond the noise: 50.0% (base, T 1) -> 100.0% (T 1), +50.0 points")
+  versus = summary["cells_vs_base"]  # each cell at its own best, against the base model's best
+  assert versus["T1.0-notrunc"]["delta_pass@1"] == 0.0 and versus["T1.0"]["delta_pass@1"] == 0.5
+  assert "| T1.0-notrunc | 0.7 | 50.0% | +0.0 | [+0.0, +0.0] | 0 / 0 / 4 |" in text
   assert os.path.getsize(tmp_path / "heatmap.png") > 0
 
 
