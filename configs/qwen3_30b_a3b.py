@@ -31,9 +31,10 @@ SHAPES = {
     # split over expert (each expert shard is a data shard of the engine) and fill the rest. Training: 32 rows over
     # fsdp 8 x expert 4 = 1 row per chip, no accumulation: 16 B x 30.5e9 / 32 = 15 GB (+2 GB replicated attention)
     # state + the host's base copy 35 GB + 26 GB residuals = 78 GB before the MoE buffers of 4 gathered rows
-    # (4 x 65,536 tokens x 64 KiB = 17 GB forward): by this arithmetic 65,536 is at or past the 95 GB. Not compiled
-    # yet (BUILD_NOTES §14): `python -m ssd_jax.bench.memory --topology=v5p-64 --arch=qwen3-30b-a3b
-    # --config=configs/qwen3_30b_a3b_instruct.py:tpu_v5p_64` gives the compiler's verdict without a TPU.
+    # (4 x 65,536 tokens x 64 KiB = 17 GB forward): by this arithmetic 65,536 is at or past the 95 GB. The compiler
+    # says it does not fit today (2026-12-02, BUILD_NOTES §14: 1.59 TiB of temporaries, the MoE layers' gathered
+    # assignment buffers; being fixed in issue 17): `python -m ssd_jax.bench.memory --topology=v5p-64
+    # --arch=qwen3-30b-a3b --config=configs/qwen3_30b_a3b_instruct.py:tpu_v5p_64` gives its verdict without a TPU.
     "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 4, "tensor": 1}, "engine_batch": 160, "grad_accum": 1},
     # One node of 8 x H100 80 GB, one process: expert 8, the paper's EP 8. Sampling and evaluation fit: experts
     # 116 GB / 8 + 6 GB = 20 GB per GPU, KV pages fill the rest. SFT does NOT fit one node:
