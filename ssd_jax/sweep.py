@@ -241,7 +241,8 @@ def _claim_line(head: str, comparison: Mapping[str, Any]) -> str:
 
 def _markdown(summary: Mapping[str, Any], cells: Mapping[str, Mapping[str, Any]], plot: str | None) -> str:
   lines = ["# SSD T_train x T_eval grid", ""]
-  top = summary["claims"].get("ssd_best_beats_base_best")
+  claims = summary["claims"]
+  top = claims.get("ssd_best_beats_base_best")
   if top:
     low, high = top["ci95"]
     change = "raised" if top["significant"] and low > 0 else "lowered" if top["significant"] else "did not change"
@@ -259,8 +260,6 @@ def _markdown(summary: Mapping[str, Any], cells: Mapping[str, Mapping[str, Any]]
     lines.append(f"| {cell} | {overrides} | " + " | ".join(_pct(row[t]) if t in row else "" for t in temps) + " |")
   if plot:
     lines += ["", f"![heatmap]({plot})"]
-  claims = summary["claims"]
-  top = claims.get("ssd_best_beats_base_best")
   if top:
     lines += ["", "## The paper's claims at this scale", "", _claim_line(
         f"1. SSD's best cell ({top['cell']}, {top['model']}, T_eval {top['T']:g}: {_pct(top['pass@1'])}) vs the base "
