@@ -174,9 +174,15 @@ def test_prefill_decode_match_forward(prompt_ids, generated, our_logits):
   # generated logits[i] predict token P + i; the full forward has them at position P - 1 + i.
   p = len(prompt_ids)
   step_logits = generated[1]
-  diff = np.abs(step_logits - our_logits[p - 1:p - 1 + GREEDY_TOKENS]).max()
-  print(f"prefill+decode vs forward over {GREEDY_TOKENS} positions: max |logit diff| {diff:.3g}")
-  assert diff <= 1e-4
+  full = our_logits[p - 1:p - 1 + GREEDY_TOKENS]
+  diff = np.abs(step_logits - full).max()
+  scale = np.abs(full).max()
+  print(f"prefill+decode vs forward over {GREEDY_TOKENS} positions: max |logit diff| {diff:.3g} "
+        f"(logit scale {scale:.3g})")
+  # float32 through 30 layers, with different kernels on each side (one-token matmuls and paged attention vs the
+  # full sequence's): measured 9.7e-5 to 1.03e-4 on logits up to ~30 across commits and CPUs, i.e. ~30 float32 ulps.
+  # A wrong cache position, page or mask moves logits by O(1).
+  assert diff <= 1e-5 * scale
 
 
 # -- tiny files written here -----------------------------------------------------------------------
