@@ -109,3 +109,35 @@ def test_make_mesh_shapes():
     make_mesh({"model": 8})
   with pytest.raises(ValueError, match="devices"):
     make_mesh({"data": 3, "fsdp": 1})
+
+
+@pytest.mark.parametrize("shape", [None, {"fsdp": 2, "expert": 4}], ids=["one_device", "fsdp2xexpert4"])
+def test_moe_in_passes_equals_one_pass(moe_checkpoint, reference, monkeypatch, shape):
+  """Long rows run the experts over the tokens in checkpointed passes (layers.MOE_TOKENS_PER_PASS); at 5 tokens per
+  pass (the last one padded) the logits and every gradient equal the single pass's."""
+  from ssd_jax.models import layers
+
+  tokens, segments = reference[:2]
+  mesh = make_mesh(shape) if shape else None
+  rules = ShardingRules() if shape else None
+  cfg, params = hf.load_hf(moe_checkpoint, param_dtype="float32", mesh=mesh, rules=rules)
+  sh = transformer.Sharding(mesh, rules)
+  weights = np.random.RandomState(1).normal(size=(*tokens.shape, cfg.vocab_size)).astype(np.float32)
+
+  def run():
+    def loss(p):
+      logits = transformer.forward(p, tokens, segments, cfg, sharding=sh)
+      return (logits * weights).sum(), logits
+    return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+  def loops() -> int:
+    text = jax.jit(lambda p: transformer.forward(p, tokens, segments, cfg, sharding=sh)).lower(params).as_text()
+    return text.count("stablehlo.while")
+
+  grads, logits, one_pass_loops = *run(), loops()
+  monkeypatch.setattr(layers, "MOE_TOKENS_PER_PASS", 5)
+  passes_grads, passes_logits = run()
+  assert loops() > one_pass_loops  # the passes really ran
+  np.testing.assert_allclose(np.asarray(passes_logits), np.asarray(logits), atol=1e-5)
+  for g, ref in zip(jax.tree.leaves(passes_grads), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(ref), atol=1e-4, rtol=1e-5)

@@ -194,7 +194,36 @@ def gated_activation(gate: jax.Array, up: jax.Array, cfg: ModelConfig) -> jax.Ar
   return (up + 1) * gate * jax.nn.sigmoid(cfg.swiglu_alpha * gate)
 
 
+# Tokens per pass through the local experts. Every assignment row of a pass is materialized several times over
+# ([T * top_k, D] gathered inputs and float32 outputs): Qwen3-30B-A3B's 4 x 65,536 tokens gathered over the expert
+# axis are 2.1M rows, ~34 GiB per layer in one pass. In passes of 8,192 tokens (65,536 rows at top-8, ~1 GiB), each
+# pass checkpointed, the layer's MoE memory no longer grows with the row length; a pass still gives every local
+# expert hundreds of rows, enough for full-size matmul tiles.
+MOE_TOKENS_PER_PASS = 8192
+
+
 def _local_experts(x, weights, experts, gate, up, down, gate_bias, up_bias, first_expert, cfg):
+  """`_local_experts_pass` over the tokens in passes of MOE_TOKENS_PER_PASS (one pass when they fit), each pass
+  recomputed in the backward pass rather than saved. x [T, D], weights/experts [T, k] -> [T, D] float32."""
+  num_tokens = x.shape[0]
+  chunk = MOE_TOKENS_PER_PASS
+  if num_tokens <= chunk:
+    return _local_experts_pass(x, weights, experts, gate, up, down, gate_bias, up_bias, first_expert, cfg)
+  passes = -(-num_tokens // chunk)
+  pad = passes * chunk - num_tokens
+  # Padding tokens go to expert -1, which no shard holds: they get no rows' work.
+  x, weights = (jnp.pad(a, ((0, pad), (0, 0))) for a in (x, weights))
+  experts = jnp.pad(experts, ((0, pad), (0, 0)), constant_values=-1)
+
+  @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, prevent_cse=False)
+  def one_pass(args):
+    return _local_experts_pass(*args, gate, up, down, gate_bias, up_bias, first_expert, cfg)
+
+  y = jax.lax.map(one_pass, tuple(a.reshape(passes, chunk, -1) for a in (x, weights, experts)))
+  return y.reshape(passes * chunk, -1)[:num_tokens]
+
+
+def _local_experts_pass(x, weights, experts, gate, up, down, gate_bias, up_bias, first_expert, cfg):
   """Runs the experts held locally ([E_local, ...]) on the assignments that hit them.
 
   Assignments are sorted by local expert id; those for other shards sort last and get no group, so
