@@ -294,20 +294,27 @@ def train(run: Run) -> dict:
     log.info("train.attention auto -> %s: %s", *auto_attention(jax.default_backend(), run.config.train.packing,
                                                                 base.cfg.attention_sinks))
   t0 = time.time()
-  # Sampling used per-process meshes; with several processes training needs the params on the global one.
-  params = base.params if jax.process_count() == 1 else load_base(run, run.sharding.mesh).params
+  several = jax.process_count() > 1
+  if several:
+    # Sampling used per-process meshes; training needs the params on the global one. The sampling copy (the whole
+    # model over one host's chips: 35 GiB per v5p chip for Qwen3-30B-A3B) would sit beside the train state, so it
+    # is dropped here (evaluation reloads it), and the global copy is donated to the state.
+    run.base, base = None, dataclasses.replace(base, params=None)
+    params = load_base(run, run.sharding.mesh).params
+  else:
+    params = base.params  # also the base model that evaluation scores: the state copies it
   bar = _progress(total=tc.total_steps, desc="train", unit="step", compiling=True)
   try:
     trainer, stats = run_sft(
         base.cfg, params, run.paths.samples, base.tokenizer, dc, tc, run.paths.train,
         export_dir=run.paths.export if run.config.train.export else None,
         tokenizer_dir=base.source if _is_hf_dir(base.source) else None, mesh=run.sharding.mesh,
-        on_step=lambda step, metrics: _train_progress(bar, step, metrics),
+        on_step=lambda step, metrics: _train_progress(bar, step, metrics), donate_params=several,
         **dict(synthesis_config(run.config).chat_template_kwargs))  # targets rendered as the prompts were
   finally:
     bar.close()
   run.tuned_params = trainer.state.params
-  if jax.process_count() > 1:  # sampling meshes are per process: gather the trained params onto this one's
+  if several:  # sampling meshes are per process: gather the trained params onto this one's
     from jax.experimental import multihost_utils
 
     from ssd_jax.models.transformer import param_shardings

@@ -12,8 +12,8 @@ import pytest
 import tiny_sft
 from ssd_jax.models import hf
 from ssd_jax.models.config import ModelConfig
-from ssd_jax.models.sharding import make_mesh
-from ssd_jax.models.transformer import Params, Sharding, hidden_states, logits_from_hidden
+from ssd_jax.models.sharding import ShardingRules, make_mesh
+from ssd_jax.models.transformer import Params, Sharding, hidden_states, logits_from_hidden, param_shardings
 from ssd_jax.train import pipeline as pl
 from ssd_jax.train.loss import chunked_nll
 from ssd_jax.train.optim import TrainConfig, lr_schedule
@@ -275,6 +275,21 @@ def test_fsdp_data_mesh_matches_one_device(cfg, params, examples):
   assert embed.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp") and len(embed.sharding.device_set) == 8
   np.testing.assert_allclose(results["one"][0], results["mesh"][0], atol=1e-5)
   assert _max_diff(results["one"][1], results["mesh"][1]) <= 1e-5
+
+
+def test_donated_params_become_the_state(cfg, params):
+  """With several processes the pipeline donates the global copy of the base params to the trainer: the caller's
+  arrays are consumed and the state holds the same values; without donation the caller's stay usable."""
+  mesh = make_mesh({"data": 2, "fsdp": 4})
+  tc = _train_cfg(global_batch_size=8)
+  kept = Trainer(cfg, tc, params, mesh=mesh)
+  # A copy: placing a one-device array on a replicated sharding may reuse its buffer, which donation deletes.
+  source = jax.device_put(jax.tree.map(jnp.copy, params), param_shardings(cfg, mesh, ShardingRules()))
+  donated = Trainer(cfg, tc, source, mesh=mesh, donate_params=True)
+  assert all(x.is_deleted() for x in jax.tree.leaves(source))
+  assert not any(x.is_deleted() for x in jax.tree.leaves(params))
+  for a, b in zip(jax.tree.leaves(kept.state), jax.tree.leaves(donated.state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_moe_balance_loss_enters_the_objective(examples):

@@ -23,9 +23,10 @@ On TPU the temporaries are not a minimum: the scheduler spends HBM it has on ove
 so a step that needs 60 GiB may report 85 at 95 GiB. `--hbm_gib=N` compiles as if each chip had N GiB (libtpu's
 xla_tpu_max_hbm_size_mib): the smallest N that compiles is what the step needs, and 95 - N is the headroom.
 
-Beside the step, the pipeline (`ssd_jax.main --stage=all`) keeps the base model that sampling loaded on every
-chip while it trains (`stages.train`), and with several processes also the copy it loaded onto the global mesh for
-the trainer: `base_copy_bytes` is that (exact, from the params' shardings), and `fits_pipeline` counts it.
+Beside the step, the pipeline (`ssd_jax.main --stage=all`) run by one process keeps the base model that sampling
+loaded while it trains (`stages.train`; evaluation scores it later): `base_copy_bytes` is that (exact, from the
+params' shardings; 0 with several processes, which drop the sampling copy and donate the trainer's), and
+`fits_pipeline` counts it.
 
 The model comes from `config.model.checkpoint` (an HF directory with config.json, or "random" with
 `config.model.arch`), or, when that path is not on this host (the paper configs name /ckpt/...), from --arch: the
@@ -204,16 +205,15 @@ def compile_step(cfg, tc, mesh, rules, state, seq_len: int, options: dict[str, A
 
 
 def base_copy_bytes(cfg, config, devices: Sequence, local_devices: Sequence, rules) -> int:
-  """Per device, the base params `stages.train` keeps while the trainer runs: the sampling copy on one process's
-  devices and, with several processes, the copy loaded onto the global mesh for the trainer."""
+  """Per device, the base params `stages.train` keeps while the trainer runs: with one process the sampling copy
+  (the base model that evaluation scores; the state is a copy of it); with several none (the sampling copy is
+  dropped and the global copy loaded for the trainer is donated to its state)."""
   from ssd_jax.models.sharding import make_mesh
   from ssd_jax.models.transformer import abstract_params
 
-  local = make_mesh(dict(config.mesh), devices=local_devices)
-  held = per_device_bytes(abstract_params(cfg, local, rules))
   if len(local_devices) < len(devices):
-    held += per_device_bytes(abstract_params(cfg, make_mesh(dict(config.mesh), devices=devices), rules))
-  return held
+    return 0
+  return per_device_bytes(abstract_params(cfg, make_mesh(dict(config.mesh), devices=local_devices), rules))
 
 
 def _gib(n: int | None) -> str:

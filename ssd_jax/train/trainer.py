@@ -54,14 +54,16 @@ class TrainState:
   opt_state: Any
 
 
-def init_state(params: Params, cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules) -> TrainState:
-  """Places params on their shardings and builds the optimizer state next to them (a fresh copy: donation-safe)."""
+def init_state(params: Params, cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules, *,
+               donate: bool = False) -> TrainState:
+  """Places params on their shardings and builds the optimizer state next to them, in a fresh copy (`donate`: the
+  caller's params are consumed, their memory going to the state, when nothing else needs them)."""
   params = jax.device_put(params, param_shardings(cfg, mesh, rules))
-  return _init_fn(cfg, tc, mesh, rules)(params)
+  return _init_fn(cfg, tc, mesh, rules, donate)(params)
 
 
 @functools.lru_cache(maxsize=16)
-def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules) -> Callable:
+def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules, donate: bool = False) -> Callable:
   tx = make_optimizer(tc)
   shardings = param_shardings(cfg, mesh, rules)
 
@@ -74,7 +76,7 @@ def _init_fn(cfg: ModelConfig, tc: TrainConfig, mesh: Mesh, rules: ShardingRules
     params = train_params(jax.tree.map(jnp.copy, p), tc)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
-  return jax.jit(make, in_shardings=(shardings,))
+  return jax.jit(make, in_shardings=(shardings,), donate_argnums=0 if donate else ())
 
 
 def state_shardings(state: TrainState) -> TrainState:
@@ -162,12 +164,13 @@ class Trainer:
   """
 
   def __init__(self, cfg: ModelConfig, tc: TrainConfig, params: Params, workdir: str | None = None, *,
-               mesh: Mesh | None = None, rules: ShardingRules | None = None, tensorboard: bool = True):
+               mesh: Mesh | None = None, rules: ShardingRules | None = None, tensorboard: bool = True,
+               donate_params: bool = False):
     self.cfg, self.tc = cfg, tc
     self.mesh = mesh if mesh is not None else make_mesh(devices=jax.devices()[:1])
     self.rules = rules or ShardingRules()
     self.sharding = Sharding(self.mesh, self.rules)
-    self.state = init_state(params, cfg, tc, self.mesh, self.rules)
+    self.state = init_state(params, cfg, tc, self.mesh, self.rules, donate=donate_params)
     # Each process feeds its own rows and splits them into the same m microbatches (`device_batch`).
     self.local_batch, rest = divmod(tc.global_batch_size, jax.process_count())
     if rest or self.local_batch % tc.grad_accum_steps:
@@ -305,21 +308,22 @@ def restore_params(workdir: str, step: int, cfg: ModelConfig, mesh: Mesh, rules:
 def run_sft(cfg: ModelConfig, params: Params, shards: str | list[str], tokenizer: Tokenizer, data_cfg: DataConfig,
             tc: TrainConfig, workdir: str, *, export_dir: str | None = None, tokenizer_dir: str | None = None,
             mesh: Mesh | None = None, rules: ShardingRules | None = None, num_steps: int | None = None,
-            on_step: Callable[[int, dict | None], None] | None = None,
+            on_step: Callable[[int, dict | None], None] | None = None, donate_params: bool = False,
             **template_kwargs: Any) -> tuple[Trainer, DataStats]:
   """The SFT stage (the pipeline's and the tests'): shards -> batches -> train (resuming from workdir) -> HF export.
 
   `num_steps` stops (with a checkpoint) before tc.total_steps without changing the schedule; a later call
   resumes. Bad rows are logged with their ids (and counted in the returned stats); they never stop the run. The
   export is written when `export_dir` is given, unless it exists already and this call trained no step (a rerun of
-  a finished stage). `on_step` as in `Trainer.fit`.
+  a finished stage). `on_step` as in `Trainer.fit`; `donate_params`: `params` become the train state's (deleted
+  here) rather than copied.
   """
   data_iter, stats = build_iterator(shards, tokenizer, data_cfg, tc.global_batch_size // jax.process_count(),
                                     **template_kwargs)
   log.info("data: %s", stats.summary())
   for row_id, reason in stats.bad:
     log.warning("bad row %s: %s", row_id, reason)
-  trainer = Trainer(cfg, tc, params, workdir, mesh=mesh, rules=rules)
+  trainer = Trainer(cfg, tc, params, workdir, mesh=mesh, rules=rules, donate_params=donate_params)
   first_step = []
 
   def step_hook(step: int, metrics: dict | None) -> None:
