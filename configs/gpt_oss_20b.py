@@ -43,8 +43,8 @@ SSD_T, SSD_T_GRID = 1.0, (1.0, 0.6, 0.8, 1.2, 1.4)
 # (top 4) of FFN 2880 with biases, vocab 201,088 (untied). 19.12e9 params are experts (sharded over expert x fsdp x
 # tensor), 1.80e9 attention, router and embeddings (fsdp x tensor, replicated over expert).
 # Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 (only with
-# grad_accum > 1) + the base model that sampling loaded, which the pipeline keeps 4 = 20-24 B/param = 418-502 GB
-# (on a pod that last copy sits on each host's chips).
+# grad_accum > 1) = 16-20 B/param = 335-418 GB, + 4 for the base model that sampling loaded when one process runs the
+# pipeline (with several, the pipeline drops that copy while it trains).
 # Saved activations with full remat: the f32 residual stream, 24 x 65,536 x 2880 x 4 B = 18 GB per 65,536-token row.
 # MoE layer: tokens are all-gathered over the expert axis and the local-expert pass materialises every (token,
 # expert) assignment: 4 assignments x 2880 x 4 B = 45 KiB per token in f32 for the output alone.
@@ -61,8 +61,8 @@ SHAPES = {
     # Global mesh fsdp 8 x expert 2 x tensor 2. Sampling and evaluation per host as expert 2 x tensor 2: experts
     # 76 GB f32 / 4 + 7 GB / 2 (tensor) = 23 GB per chip, KV pages (split over expert, heads over tensor) fill the
     # rest. Training: 32 rows / (2 microbatches x fsdp 8 x expert 2) = 1 row per chip-pair per microbatch:
-    # 20 B x 19.12e9 / 32 + 20 B x 1.80e9 / 16 = 14 GB state + the host's base copy 23 GB + 18 GB residuals + the
-    # MoE buffers of 2 gathered rows (2 x 65,536 tokens x 4 assignments: ~15 GB with F split over tensor) = ~70 GB.
+    # 20 B x 19.12e9 / 32 + 20 B x 1.80e9 / 16 = 14 GB state + 18 GB residuals + the MoE buffers of one pass of
+    # 8,192 gathered tokens (layers.MOE_TOKENS_PER_PASS; ~1 GB) = ~33 GB, by arithmetic (not compiled here).
     "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 2, "tensor": 2}, "engine_batch": 384, "grad_accum": 2},
     # One node of 8 x H100 80 GB, one process: expert 8, the paper's EP 8. Sampling and evaluation fit: experts
     # 76 GB / 8 + 7 GB = 17 GB per GPU, KV pages fill the rest. SFT does NOT fit here: the state alone is 20 B x

@@ -25,9 +25,9 @@ BASE_T, BASE_T_GRID = 0.9, (0.9, 0.5, 0.7, 1.1, 1.3)
 SSD_T, SSD_T_GRID = 0.7, (0.7, 0.5, 0.9, 1.1, 1.3)
 
 # Llama-3.1-8B: 8.03e9 params, 32 layers, d 4096, 32 q / 8 kv heads x 128, FFN 14,336, vocab 128,256 (untied).
-# Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 + the base
-# model that sampling loaded, which the pipeline keeps 4 = 24 B/param = 193 GB (on a pod that last copy sits on
-# each host's chips).
+# Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 = 20 B/param
+# = 161 GB, + 4 for the base model that sampling loaded when one process runs the pipeline (with several, the
+# pipeline drops that copy while it trains).
 # Saved activations with full remat: the f32 residual stream, 32 x 65,536 x 4096 x 4 B = 34 GB per 65,536-token row,
 # on every chip of its tensor group.
 # KV cache (bf16): 2 x 32 x 8 x 128 x 2 B = 128 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the

@@ -10,9 +10,9 @@ and gradient accumulation of each hardware.
 HARDWARE = "tpu_v5p_64"  # "tpu_v5p_64" | "gpu_8xh100" (shapes below)
 
 # Qwen3-4B: 4.02e9 params, 36 layers, d 2560, 32 q / 8 kv heads x 128, FFN 9728, vocab 151,936 (tied).
-# Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 + the base
-# model that sampling loaded, which the pipeline keeps 4 = 24 B/param = 96 GB (on a pod that last copy sits on
-# each host's chips).
+# Train state, f32 master weights (see param_dtype): params 4 + Adam mu/nu 8 + grads 4 + accumulator 4 = 20 B/param
+# = 80 GB, + 4 for the base model that sampling loaded when one process runs the pipeline (with several, the
+# pipeline drops that copy while it trains).
 # Saved activations with full remat: the f32 residual stream, 36 x 65,536 x 2560 x 4 B = 24 GB per 65,536-token row,
 # on every chip of its tensor group.
 # KV cache (bf16): 2 x 36 x 8 x 128 x 2 B = 144 KiB/token, in a paged pool of kv_cache_fraction 0.85 of the HBM the
@@ -27,8 +27,8 @@ SHAPES = {
     # pages. Training: 32 rows / (4 microbatches x fsdp 8) = 1 row per chip per microbatch. The compiler's numbers
     # for this step at 65,536, packed or not (`python -m ssd_jax.bench.memory --topology=v5p-64 --arch=qwen3-4b
     # --config=configs/qwen3_4b_instruct.py:tpu_v5p_64`, libtpu 0.0.42, BUILD_NOTES §14): train state 1.4 GiB per
-    # chip, temporaries 85.3 GiB, total 86.7 GiB of 95 GiB (an upper bound: the scheduler spends spare HBM), plus the
-    # pipeline's copy of the base model, 4.2 GiB.
+    # chip, temporaries 33.0 GiB, total 34.4 GiB of 95 GiB (2026-12-02, layers under lax.scan; an upper bound: the
+    # scheduler spends spare HBM). With several processes the pipeline holds no other copy of the base model.
     "tpu_v5p_64": {"mesh": {"data": 1, "fsdp": -1, "expert": 1, "tensor": 4}, "engine_batch": 160, "grad_accum": 4},
     # One node of 8 x H100 80 GB, one process. Tensor 8 (8 kv heads, one per GPU) for decode: weights 2 GB per GPU,
     # the rest holds KV pages. Training: tensor 8 leaves no batch axis, so 32
