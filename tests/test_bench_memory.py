@@ -80,6 +80,9 @@ def test_paper_arch_has_the_published_parameter_counts():
 
   assert param_counts(memory.model_config(config, "qwen3-4b"))[0] == 4_022_468_096
   assert round(param_counts(memory.model_config(config, "qwen3-30b-a3b"))[0] / 1e9, 2) == 30.53
+  assert param_counts(memory.model_config(config, "llama3.1-8b"))[0] == 8_030_261_248
+  gpt_oss = memory.model_config(config, "gpt-oss-20b")  # 20.9e9 in OpenAI's model card
+  assert round(param_counts(gpt_oss)[0] / 1e9, 1) == 20.9 and gpt_oss.attention_sinks and gpt_oss.window(0) == 128
   with pytest.raises(ValueError, match="pass --arch"):
     memory.model_config(config, "")
 

@@ -46,8 +46,9 @@ from typing import Any, Sequence
 
 GiB = 1024 ** 3
 
-# The published config.json fields (hub: Qwen/Qwen3-4B-Instruct-2507, Qwen/Qwen3-30B-A3B-Instruct-2507) that shape
-# training; the thinking variants share them.
+# The published config.json fields that shape training (hub: Qwen/Qwen3-4B-Instruct-2507,
+# Qwen/Qwen3-30B-A3B-Instruct-2507 (the thinking variants share them), meta-llama/Llama-3.1-8B-Instruct,
+# openai/gpt-oss-20b).
 ARCHS: dict[str, dict[str, Any]] = {
     "qwen3-4b": dict(model_type="qwen3", vocab_size=151936, hidden_size=2560, num_hidden_layers=36,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=128, intermediate_size=9728,
@@ -57,6 +58,20 @@ ARCHS: dict[str, dict[str, Any]] = {
                           num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True,
                           decoder_sparse_step=1, router_aux_loss_coef=0.001, max_position_embeddings=262144,
                           rms_norm_eps=1e-6, rope_theta=1e7, tie_word_embeddings=False),
+    "llama3.1-8b": dict(model_type="llama", vocab_size=128256, hidden_size=4096, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, head_dim=128, intermediate_size=14336,
+                        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192), tie_word_embeddings=False),
+    "gpt-oss-20b": dict(model_type="gpt_oss", vocab_size=201088, hidden_size=2880, num_hidden_layers=24,
+                        num_attention_heads=64, num_key_value_heads=8, head_dim=64, intermediate_size=2880,
+                        num_local_experts=32, num_experts_per_tok=4, layer_types=["sliding_attention",
+                                                                                  "full_attention"] * 12,
+                        sliding_window=128, swiglu_limit=7.0, attention_bias=True, router_aux_loss_coef=0.9,
+                        max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=150000,
+                        rope_scaling=dict(rope_type="yarn", factor=32.0, beta_fast=32.0, beta_slow=1.0,
+                                          original_max_position_embeddings=4096, truncate=False),
+                        tie_word_embeddings=False),
 }
 
 
