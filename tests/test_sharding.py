@@ -141,3 +141,19 @@ def test_moe_in_passes_equals_one_pass(moe_checkpoint, reference, monkeypatch, s
   np.testing.assert_allclose(np.asarray(passes_logits), np.asarray(logits), atol=1e-5)
   for g, ref in zip(jax.tree.leaves(passes_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(np.asarray(g), np.asarray(ref), atol=1e-4, rtol=1e-5)
+
+
+def test_mesh_splits_physical_axes_when_the_sizes_need_it(monkeypatch, caplog):
+  """On a TPU slice jax.make_mesh refuses axis sizes that are not products of whole physical axes (GPT-OSS's
+  fsdp 8 x expert 2 x tensor 2 on v5p-64's 2 x 4 x 4 chips; found compiling for that slice). make_mesh then splits
+  physical axes and says so; CPU devices have no torus, so the refusal is simulated here."""
+  def refuse(*args, **kwargs):
+    raise NotImplementedError("Failed to find assignment for logical_axis_index 2 of size 2. More text")
+
+  monkeypatch.setattr(jax, "make_mesh", refuse)
+  monkeypatch.setattr(sharding, "_reported", set())
+  with caplog.at_level(logging.WARNING, logger="ssd_jax.models.sharding"):
+    mesh = make_mesh({"fsdp": 2, "expert": 2, "tensor": 2})
+  assert dict(mesh.shape) == {"data": 1, "fsdp": 2, "expert": 2, "tensor": 2}
+  assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in jax.devices())
+  assert "splitting physical axes" in caplog.text and "logical_axis_index 2" in caplog.text

@@ -257,7 +257,7 @@ def measure(config, topology: str, arch: str, seq_lens: Sequence[int], hbm_gib: 
   import jax
 
   from ssd_jax import stages
-  from ssd_jax.models.sharding import ShardingRules, make_mesh
+  from ssd_jax.models.sharding import ShardingRules, make_mesh, topology_mesh
 
   devices = topology_devices(topology) if topology else jax.devices()
   platform = devices[0].platform
@@ -270,10 +270,9 @@ def measure(config, topology: str, arch: str, seq_lens: Sequence[int], hbm_gib: 
     raise ValueError(f"config.train.global_batch_size = {tc.global_batch_size}: expected it to split into {processes} "
                      f"processes x config.train.grad_accum_steps = {tc.grad_accum_steps} microbatches")
   rules = ShardingRules()
-  # The run's mesh: `make_mesh` over all devices is `jax.make_mesh` (devices ordered by the physical topology).
+  # The run's mesh: `make_mesh` over all devices orders them by the physical topology (`topology_mesh`).
   shape = make_mesh(dict(config.mesh), devices=devices).shape
-  mesh = jax.make_mesh(tuple(shape.values()), tuple(shape), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+  mesh = topology_mesh(tuple(shape.values()), devices)
   params, state = abstract_state(cfg, tc, mesh, rules)
   base = base_copy_bytes(cfg, config, devices, local_devices, rules)
   hbm = hbm_bytes(topology, devices)
