@@ -9,8 +9,8 @@ model is scored at its own row, one T_eval each, so the headline compares the tw
 grid, `configs/smollm2_grid.py`, tunes T_eval for both).
 
 Sizes are cut to fit a 2-core CPU, where decoding (~60 generated tokens/s here) and the SFT step (~30 s for
-2 x 1024 tokens) are the cost. Measured on 2026-12-02, idle 2-core machine, fresh clone: 8 min 27 s wall (synthesis
-87 s, training 155 s, evaluation 234 s, analysis 27 s; 9.8 GB peak RSS); base 11.1% -> SSD 18.5% pass@1, +7.4 points,
+2 x 1024 tokens) are the cost. Measured on 2026-12-02, idle 2-core machine: 7 min 50 s wall (synthesis
+73 s, training 165 s, evaluation 201 s, analysis 21 s; 11.2 GB peak RSS); base 11.1% -> SSD 18.5% pass@1, +7.4 points,
 paired 95% interval [+0.0, +14.8] over 54 problems (width 14.8). Larger sizes measured (BUILD_NOTES §15): 108
 problems x 1 answer gave width 13.0 in 19.7 min; 108 x 2 gave 12.0 in 26 min.
 

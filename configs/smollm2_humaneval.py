@@ -45,7 +45,6 @@ def get_config():
   config.train.global_batch_size = 4
   config.train.seq_len = 512
   config.train.packing = True
-  config.train.remat = "none"
   config.train.save_interval_steps = 3
   config.train.async_checkpointing = False
 
