@@ -30,7 +30,8 @@ params' shardings; 0 with several processes, which drop the sampling copy and do
 
 The model comes from `config.model.checkpoint` (an HF directory with config.json, or "random" with
 `config.model.arch`), or, when that path is not on this host (the paper configs name /ckpt/...), from --arch: the
-published config.json of one of the paper's Qwen3 models. One line per shape; the last line is one JSON object.
+published config.json of one of the paper's models (Qwen3-4B, Qwen3-30B-A3B, Llama-3.1-8B, GPT-OSS-20B). One line
+per shape; the last line is one JSON object.
 """
 
 from __future__ import annotations
