@@ -21,7 +21,9 @@ TPU with RESOURCE_EXHAUSTED: its row carries the compiler's message and the byte
 
 On TPU the temporaries are not a minimum: the scheduler spends HBM it has on overlapping collectives with compute,
 so a step that needs 60 GiB may report 85 at 95 GiB. `--hbm_gib=N` compiles as if each chip had N GiB (libtpu's
-xla_tpu_max_hbm_size_mib): the smallest N that compiles is what the step needs, and 95 - N is the headroom.
+xla_tpu_max_hbm_size_mib): below what the step needs, libtpu's error says how much it needs; a compile that
+succeeds may still report a total above N (Qwen3-4B at N = 32: 35.4 GiB), so N brackets the minimum, it does not
+measure it (BUILD_NOTES §14).
 
 Beside the step, the pipeline (`ssd_jax.main --stage=all`) run by one process keeps the base model that sampling
 loaded while it trains (`stages.train`; evaluation scores it later): `base_copy_bytes` is that (exact, from the
@@ -325,8 +327,9 @@ def main(argv: Sequence[str]) -> dict[str, Any]:
                                flag_values=values)
   hbm_gib = flags.DEFINE_float("hbm_gib", 0, "TPU only: compile as if each chip had this much HBM (libtpu's "
                                "xla_tpu_max_hbm_size_mib); 0: the chip's own. The TPU scheduler spends free HBM on "
-                               "overlap, so temporaries grow with the limit: the smallest limit that compiles is "
-                               "what the step needs.", flag_values=values)
+                               "overlap, so temporaries grow with the limit; below the step's need libtpu's error "
+                               "says how much it needs (a compile may still report a total above the limit).",
+                               flag_values=values)
   values(list(argv))
   config = config_flag.value
   try:
